@@ -1,0 +1,104 @@
+"""Loads libfastbert_ops.so and wraps its three ops."""
+import os
+import platform
+import threading
+
+import tensorflow as tf
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIB_NAME = "libfastbert_ops.so"
+_lock = threading.Lock()
+_module = None
+
+
+def library_path():
+    """$FASTBERT_OPS_LIB, else the library inside the package (pip install / make lib)."""
+    path = os.environ.get("FASTBERT_OPS_LIB") or os.path.join(_HERE, _LIB_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: build it with `make lib` (or `pip install .`), or point "
+            "FASTBERT_OPS_LIB at a built libfastbert_ops.so")
+    return path
+
+
+def _check_cpu(path):
+    # The library is built for x86-64-v3 by default; loading it on an older CPU would die on an
+    # illegal instruction instead of raising.
+    flags_file = path + ".cpuflags"
+    if platform.machine() != "x86_64" or not os.path.exists(flags_file):
+        return
+    with open(flags_file) as f:
+        needed = set(f.read().split())
+    have = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return
+    missing = sorted(needed - have)
+    if have and missing:
+        raise RuntimeError(f"{path} was built for CPUs with {', '.join(sorted(needed))}; this CPU lacks "
+                           f"{', '.join(missing)}. Rebuild with `make clean lib CPU_FLAGS=`.")
+
+
+def _no_gradient(op_type):
+    def grad(op, *grads):
+        raise NotImplementedError(
+            f"{op_type} has no gradient: fastbert_tf's ops are for inference. Train or fine-tune "
+            "with the plain-TF encoder (fastbert_tf.reference.bert_encoder) and load the weights into "
+            "the op afterwards.")
+    return grad
+
+
+def load_op_library():
+    """Loads the op library once per process and returns its module (idempotent, thread-safe)."""
+    global _module
+    with _lock:
+        if _module is None:
+            path = library_path()
+            _check_cpu(path)
+            module = tf.load_op_library(path)
+            for op_type in ("FastBertEncoder", "RemovePadding", "RebuildPadding"):
+                try:
+                    tf.RegisterGradient(op_type)(_no_gradient(op_type))
+                except KeyError:  # registered already by an earlier import of this file
+                    pass
+            _module = module
+    return _module
+
+
+def remove_padding(hidden_states, sequence_length, name=None):
+    """[B, S, H] + lengths [B] -> (packed [T, H], cu_seqlens [B + 1] int32), T = sum(lengths)."""
+    lib = load_op_library()
+    return lib.remove_padding(hidden_states, tf.cast(sequence_length, tf.int32), name=name)
+
+
+def rebuild_padding(packed, cu_seqlens, max_seq_len, name=None):
+    """Inverse of remove_padding: packed [T, H] -> [B, max_seq_len, H] with zeros in the padding."""
+    lib = load_op_library()
+    return lib.rebuild_padding(packed, tf.cast(cu_seqlens, tf.int32), tf.cast(max_seq_len, tf.int32), name=name)
+
+
+def fast_bert_encoder(hidden_states, sequence_length, layer_weights, quant_scales=(), *, head_num,
+                      size_per_head, inter_size, remove_padding=False, activation="gelu_tanh",
+                      layer_norm_eps=1e-12, q_scaling=1.0, int8_mode=0, name=None):
+    """The raw op. layer_weights maps each name of weights.OP_INPUT_NAMES to a list of per-layer tensors."""
+    lib = load_op_library()
+    from fastbert_tf.weights import OP_INPUT_NAMES
+    hidden_states = tf.convert_to_tensor(hidden_states)
+    kwargs = {}
+    for n in OP_INPUT_NAMES:
+        kwargs[n] = [tf.convert_to_tensor(t) for t in layer_weights[n]]
+        want = tf.int8 if (int8_mode and n.endswith("_kernel")) else hidden_states.dtype
+        for layer, t in enumerate(kwargs[n]):
+            if t.dtype != want:
+                raise ValueError(f"{n}[{layer}] is {t.dtype.name}; with hidden_states {hidden_states.dtype.name} "
+                                 f"and int8_mode={int8_mode} it must be {want.name}")
+    return lib.fast_bert_encoder(
+        hidden_states=hidden_states, sequence_length=sequence_length, quant_scales=list(quant_scales),
+        head_num=head_num, size_per_head=size_per_head, inter_size=inter_size, remove_padding=remove_padding,
+        activation=activation, layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode,
+        name=name, **kwargs)

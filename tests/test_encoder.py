@@ -1,0 +1,117 @@
+"""FastBertEncoder against fb.reference in float64, on fresh random inputs, many shapes and lengths."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastbert_tf as fb
+from conftest import NP_DTYPE, TOL, padded_rows_are_zero, random_lengths, random_weights, reference, rel_err
+
+DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+def _cases():
+    """(B, S, heads, size_per_head, layers, activation): extremes first, then seeded random ones."""
+    cases = [(1, 1, 1, 32, 1, "gelu_tanh"), (33, 130, 2, 64, 2, "gelu"), (2, 128, 2, 64, 3, "gelu_tanh"),
+             (5, 64, 3, 32, 1, "gelu"), (1, 130, 1, 64, 2, "gelu_tanh"), (33, 1, 2, 32, 1, "gelu"),
+             (4, 7, 2, 64, 1, "gelu_tanh"), (8, 33, 3, 64, 2, "gelu")]
+    rng = np.random.default_rng(1234)
+    for _ in range(10):
+        cases.append((int(rng.integers(1, 34)), int(rng.integers(1, 131)), int(rng.integers(1, 4)),
+                      int(rng.choice([32, 64])), int(rng.integers(1, 4)), str(rng.choice(["gelu_tanh", "gelu"]))))
+    return cases
+
+
+CASES = _cases()
+
+
+def run_op(device, weights, x, lens, num_layer, head_num, dtype, **kwargs):
+    with tf.device(device):
+        enc = fb.BertEncoder.from_weights(weights, num_layer, head_num, dtype=dtype, **kwargs)
+        out = enc(tf.constant(x.astype(NP_DTYPE[dtype])), tf.constant(lens))
+        return out.numpy().astype(np.float64)
+
+
+def check(device, case, dtype, seed, q_scaling=1.0, eps=1e-12):
+    batch, seq_len, heads, size, layers, act = case
+    hidden = heads * size
+    rng = np.random.default_rng(seed)
+    weights = random_weights(rng, layers, hidden, int(rng.choice([2, 4])) * hidden)
+    x = rng.standard_normal((batch, seq_len, hidden)).astype(np.float32)
+    lens = random_lengths(rng, batch, seq_len)
+    # The reference sees exactly the values the op sees (inputs rounded to dtype).
+    np_dtype = NP_DTYPE[dtype]
+    w_rounded = {k: v.astype(np_dtype).astype(np.float64) for k, v in weights.items()}
+    ref = reference(x.astype(np_dtype).astype(np.float64), lens, w_rounded, layers, heads, act, eps, q_scaling)
+    outs = {}
+    for rp in (False, True):
+        out = run_op(device, weights, x, lens, layers, heads, dtype, remove_padding=rp, activation=act,
+                     q_scaling=q_scaling, layer_norm_eps=eps)
+        assert np.all(np.isfinite(out))
+        assert padded_rows_are_zero(out, lens), f"remove_padding={rp}: padded rows not zero"
+        err = rel_err(out, ref)
+        assert err < TOL[dtype], f"remove_padding={rp}: relative error {err:.2e} >= {TOL[dtype]}"
+        outs[rp] = out
+    assert rel_err(outs[True], outs[False]) < TOL[dtype]
+    return outs, weights, x, lens
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}-S{}-h{}x{}-L{}-{}".format(*c))
+def test_float32_matches_reference(device, case):
+    outs, weights, x, lens = check(device, case, "float32", seed=hash(case) % 2**32)
+    if device == "gpu":  # the GPU op also agrees with the CPU op
+        cpu = run_op("cpu", weights, x, lens, case[4], case[2], "float32", activation=case[5])
+        assert rel_err(outs[False], cpu) < TOL["float32"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: "B{}-S{}-h{}x{}-L{}-{}".format(*c))
+def test_reduced_precision_matches_reference(device, dtype, case):
+    check(device, case, dtype, seed=hash((case, dtype)) % 2**32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_q_scaling_and_eps(device):
+    check(device, (3, 20, 2, 32, 2, "gelu"), "float32", seed=7, q_scaling=1.7, eps=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_all_lengths_zero_and_all_full(device, dtype):
+    rng = np.random.default_rng(3)
+    weights = random_weights(rng, 2, 64, 128)
+    x = rng.standard_normal((4, 9, 64)).astype(np.float32)
+    for lens in (np.zeros(4, np.int32), np.full(4, 9, np.int32)):
+        for rp in (False, True):
+            out = run_op(device, weights, x, lens, 2, 2, dtype, remove_padding=rp)
+            ref = reference(x.astype(NP_DTYPE[dtype]).astype(np.float64), lens,
+                            {k: v.astype(NP_DTYPE[dtype]) for k, v in weights.items()}, 2, 2)
+            assert padded_rows_are_zero(out, lens)
+            assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_and_sequence(device):
+    rng = np.random.default_rng(4)
+    weights = random_weights(rng, 1, 64, 128)
+    for shape in ((0, 5, 64), (3, 0, 64)):
+        out = run_op(device, weights, np.zeros(shape, np.float32), np.zeros(shape[0], np.int32), 1, 2, "float32")
+        assert out.shape == shape
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,seq_len", [(256, 64), (4, 1024), (16, 512)])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_gpu_large_shapes(batch, seq_len, dtype):
+    check("gpu", (batch, seq_len, 12, 64, 1, "gelu_tanh"), dtype, seed=batch * seq_len)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.integers(1, 6), seq_len=st.integers(1, 40), heads=st.integers(1, 3),
+       size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),
+       act=st.sampled_from(["gelu_tanh", "gelu"]), seed=st.integers(0, 2**31))
+def test_fuzz_cpu(batch, seq_len, heads, size, layers, act, seed):
+    check("cpu", (batch, seq_len, heads, size, layers, act), "float32", seed=seed)

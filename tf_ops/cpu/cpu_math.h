@@ -1,0 +1,121 @@
+// The CPU encoder's building blocks, one place for each piece of math (float32 activations).
+#pragma once
+
+#define EIGEN_USE_THREADS
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "Eigen/Core"
+#include "unsupported/Eigen/CXX11/Tensor"
+#include "unsupported/Eigen/SpecialFunctions"
+#include "tf_ops/common/encoder_params.h"
+#include "tf_ops/cpu/sgemm.h"
+
+namespace fastbert {
+namespace cpu {
+
+using Index = Eigen::Index;
+using RowVector = Eigen::Matrix<float, 1, Eigen::Dynamic>;
+
+// fn(row) for every row in [0, rows), spread over the pool; cost is per element of a row.
+template <typename Fn>
+void ParallelRows(const Eigen::ThreadPoolDevice& d, Index rows, Index cols, Fn fn, double cycles_per_elem = 2) {
+  const Eigen::TensorOpCost cost(4.0 * cols, 4.0 * cols, cycles_per_elem * cols);
+  d.parallelFor(rows, cost, [&fn](Index first, Index last) {
+    for (Index r = first; r < last; ++r) fn(r);
+  });
+}
+
+template <typename T>
+RowVector ToFloat(const T* p, Index n) {
+  RowVector v(n);
+  for (Index i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
+  return v;
+}
+
+// c[m, n] = a[m, k] * b[k, n], all row-major and dense.
+template <typename Tw>
+void Gemm(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* b, Index n, float* c) {
+  Sgemm(d, m, n, k, a, k, b, n, c, n);
+}
+
+// out = LayerNorm(x + bias + residual) * gamma + beta, row by row; out may alias x or residual.
+template <typename T>
+void AddBiasResidualLayerNorm(const Eigen::ThreadPoolDevice& d, const float* x, const T* bias,
+                              const float* residual, const T* gamma, const T* beta, float eps, Index rows,
+                              Index cols, float* out) {
+  const RowVector b = ToFloat(bias, cols), g = ToFloat(gamma, cols), be = ToFloat(beta, cols);
+  ParallelRows(d, rows, cols, [&](Index r) {
+    Eigen::Map<const RowVector> xr(x + r * cols, cols), rr(residual + r * cols, cols);
+    Eigen::Map<RowVector> o(out + r * cols, cols);
+    o = xr + b + rr;
+    const float mean = o.mean();
+    o.array() -= mean;
+    const float var = o.squaredNorm() / static_cast<float>(cols);
+    const float inv = 1.0f / std::sqrt(var + eps);
+    o = (o.array() * inv * g.array() + be.array()).matrix();
+  }, 8);
+}
+
+// x = act(x + bias) in place.
+template <typename T>
+void AddBiasActivation(const Eigen::ThreadPoolDevice& d, float* x, const T* bias, Activation act, Index rows,
+                       Index cols) {
+  const RowVector b = ToFloat(bias, cols);
+  ParallelRows(d, rows, cols, [&](Index r) {
+    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> v(x + r * cols, cols);
+    v += b.array();
+    if (act == Activation::kGeluTanh) {
+      // Google BERT: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+      v = 0.5f * v * (1.0f + (0.7978845608028654f * (v + 0.044715f * v.cube())).tanh());
+    } else {
+      v = 0.5f * v * (1.0f + (v * 0.7071067811865476f).erf());
+    }
+  }, 30);
+}
+
+// Scaled dot-product attention of every (sequence, head) over its real keys only. q/k/v/ctx hold
+// rows of width H (heads side by side); sequence b starts at row cu[b] (packed) or b*S (padded).
+// Padded query rows get zeros.
+template <typename T>
+void Attention(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
+               const int32_t* cu, const float* q, const T* q_bias, const float* k, const T* k_bias,
+               const float* v, const T* v_bias, float* ctx) {
+  using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ConstMap = Eigen::Map<const MatrixRM, 0, Eigen::OuterStride<>>;
+  using Map = Eigen::Map<MatrixRM, 0, Eigen::OuterStride<>>;
+  const int B = dims.batch, S = dims.seq_len, NH = dims.head_num, D = dims.size_per_head;
+  const Index H = dims.hidden;
+  const float scale = 1.0f / (std::sqrt(static_cast<float>(D)) * dims.q_scaling);
+  const RowVector bq = ToFloat(q_bias, H) * scale, bk = ToFloat(k_bias, H), bv = ToFloat(v_bias, H);
+  double mean_len = 0;
+  for (int b = 0; b < B; ++b) mean_len += seq_len[b];
+  mean_len = mean_len / std::max(B, 1) + 1;
+  const Eigen::TensorOpCost cost(12.0 * mean_len * D, 4.0 * mean_len * D, 2.0 * mean_len * mean_len * D + 20 * mean_len * mean_len);
+  d.parallelFor(Index{B} * NH, cost, [&](Index first, Index last) {
+    MatrixRM qs, ks, vs, p;
+    for (Index task = first; task < last; ++task) {
+      const int b = static_cast<int>(task / NH), h = static_cast<int>(task % NH);
+      const Index len = seq_len[b];
+      const Index row0 = dims.remove_padding ? Index{cu[b]} : Index{b} * S;
+      const Index col0 = Index{h} * D;
+      if (!dims.remove_padding && len < S) Map(ctx + (row0 + len) * H + col0, S - len, D, Eigen::OuterStride<>(H)).setZero();
+      if (len == 0) continue;
+      qs = (ConstMap(q + row0 * H + col0, len, D, Eigen::OuterStride<>(H)) * scale).rowwise() + bq.segment(col0, D);
+      ks = ConstMap(k + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).rowwise() + bk.segment(col0, D);
+      vs = ConstMap(v + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).rowwise() + bv.segment(col0, D);
+      p.noalias() = qs * ks.transpose();
+      const Eigen::VectorXf row_max = p.rowwise().maxCoeff();
+      p = (p.colwise() - row_max).array().exp().matrix();
+      const Eigen::VectorXf inv_sum = p.rowwise().sum().cwiseInverse();
+      p = inv_sum.asDiagonal() * p;
+      Map(ctx + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).noalias() = p * vs;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace fastbert

@@ -1,0 +1,134 @@
+// CPU FastBertEncoder: activations stay float32 between stages whatever T is (float16/bfloat16
+// inputs are widened once, weights are widened inside the GEMM's packing), GEMMs are Eigen
+// contractions on the intra-op pool, and each elementwise stage is one fused pass over the rows.
+#define EIGEN_USE_THREADS
+
+#include "tf_ops/cpu/encoder_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "Eigen/Core"
+#include "unsupported/Eigen/CXX11/Tensor"
+#include "tf_ops/cpu/cpu_math.h"
+
+namespace fastbert {
+namespace cpu {
+namespace {
+
+using Index = Eigen::Index;
+using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using StridedMap = Eigen::Map<const MatrixRM, 0, Eigen::OuterStride<>>;
+
+// Everything one layer needs, laid out once per call. 64-byte alignment keeps Eigen's vectorized
+// row reductions in the same order on every call, so equal inputs give equal outputs.
+using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
+struct Scratch {
+  Buffer x, q, k, v, ctx, tmp, x1, inter;
+};
+
+template <typename T, typename Tw>
+void Layer(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
+           const int32_t* cu_seqlens, const LayerWeights<T, Tw>& w, Index rows, Scratch& s) {
+  const Index H = dims.hidden;
+  const Index I = dims.inter_size;
+  Gemm(d, s.x.data(), rows, H, w.q_kernel, H, s.q.data());
+  Gemm(d, s.x.data(), rows, H, w.k_kernel, H, s.k.data());
+  Gemm(d, s.x.data(), rows, H, w.v_kernel, H, s.v.data());
+  Attention(d, dims, seq_len, cu_seqlens, s.q.data(), w.q_bias, s.k.data(), w.k_bias, s.v.data(), w.v_bias,
+            s.ctx.data());
+  Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data());
+  AddBiasResidualLayerNorm(d, s.tmp.data(), w.attn_out_bias, s.x.data(), w.attn_ln_gamma, w.attn_ln_beta,
+                           dims.layer_norm_eps, rows, H, s.x1.data());
+  Gemm(d, s.x1.data(), rows, H, w.inter_kernel, I, s.inter.data());
+  AddBiasActivation(d, s.inter.data(), w.inter_bias, dims.activation, rows, I);
+  Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data());
+  AddBiasResidualLayerNorm(d, s.tmp.data(), w.out_bias, s.x1.data(), w.out_ln_gamma, w.out_ln_beta,
+                           dims.layer_norm_eps, rows, H, s.x.data());
+}
+
+}  // namespace
+
+template <typename T, typename Tw>
+void RunEncoder(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
+                const T* input, const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
+  const int B = dims.batch, S = dims.seq_len;
+  const Index H = dims.hidden;
+  std::vector<int32_t> cu(B + 1);
+  const int64_t tokens = PrefixSums(seq_len, B, cu.data());
+  // Padded mode keeps all B*S rows (as Google BERT does); attention still reads only real keys.
+  const Index rows = dims.remove_padding ? tokens : Index{B} * S;
+  if (rows == 0 || tokens == 0) {
+    std::fill(output, output + Index{B} * S * H, T(0.0f));
+    return;
+  }
+  Scratch s;
+  for (auto* buf : {&s.x, &s.q, &s.k, &s.v, &s.ctx, &s.tmp, &s.x1}) buf->resize(rows * H);
+  s.inter.resize(rows * dims.inter_size);
+
+  // Widen (and pack) the input rows.
+  ParallelRows(d, Index{B} * S, H, [&](Index r) {
+    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
+    if (dims.remove_padding && t >= seq_len[b]) return;
+    const Index dst = dims.remove_padding ? Index{cu[b]} + t : r;
+    const T* src = input + r * H;
+    float* out = s.x.data() + dst * H;
+    for (Index i = 0; i < H; ++i) out[i] = static_cast<float>(src[i]);
+  });
+
+  for (const auto& w : layers) Layer(d, dims, seq_len, cu.data(), w, rows, s);
+
+  // Narrow back, zeros on the padding.
+  ParallelRows(d, Index{B} * S, H, [&](Index r) {
+    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
+    T* out = output + r * H;
+    if (t >= seq_len[b]) {
+      std::fill(out, out + H, T(0.0f));
+      return;
+    }
+    const float* src = s.x.data() + (dims.remove_padding ? Index{cu[b]} + t : r) * H;
+    for (Index i = 0; i < H; ++i) out[i] = static_cast<T>(src[i]);
+  });
+}
+
+template <typename T>
+void RemovePadding(const T* input, const int32_t* cu, int batch, int seq_len, int64_t hidden, T* packed) {
+  for (int b = 0; b < batch; ++b) {
+    const int64_t n = cu[b + 1] - cu[b];
+    std::memcpy(packed + int64_t{cu[b]} * hidden, input + int64_t{b} * seq_len * hidden, n * hidden * sizeof(T));
+  }
+}
+
+template <typename T>
+void RebuildPadding(const T* packed, const int32_t* cu, int batch, int seq_len, int64_t hidden, T* output) {
+  for (int b = 0; b < batch; ++b) {
+    const int64_t n = cu[b + 1] - cu[b];
+    T* dst = output + int64_t{b} * seq_len * hidden;
+    std::memcpy(dst, packed + int64_t{cu[b]} * hidden, n * hidden * sizeof(T));
+    std::fill(dst + n * hidden, dst + int64_t{seq_len} * hidden, T(0));
+  }
+}
+
+#define INSTANTIATE_ENCODER(T, Tw)                                                                   \
+  template void RunEncoder<T, Tw>(const Eigen::ThreadPoolDevice&, const EncoderDims&, const int32_t*, \
+                                  const T*, const std::vector<LayerWeights<T, Tw>>&, T*);
+INSTANTIATE_ENCODER(float, float)
+INSTANTIATE_ENCODER(Eigen::half, Eigen::half)
+INSTANTIATE_ENCODER(Eigen::bfloat16, Eigen::bfloat16)
+#undef INSTANTIATE_ENCODER
+
+#define INSTANTIATE_PADDING(T)                                                          \
+  template void RemovePadding<T>(const T*, const int32_t*, int, int, int64_t, T*); \
+  template void RebuildPadding<T>(const T*, const int32_t*, int, int, int64_t, T*);
+INSTANTIATE_PADDING(float)
+INSTANTIATE_PADDING(double)
+INSTANTIATE_PADDING(Eigen::half)
+INSTANTIATE_PADDING(Eigen::bfloat16)
+INSTANTIATE_PADDING(int32_t)
+INSTANTIATE_PADDING(int8_t)
+#undef INSTANTIATE_PADDING
+
+}  // namespace cpu
+}  // namespace fastbert

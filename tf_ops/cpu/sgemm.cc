@@ -1,0 +1,261 @@
+#define EIGEN_USE_THREADS
+
+#include "tf_ops/cpu/sgemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+
+#include "Eigen/Core"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define FASTBERT_AVX2_GEMM 1
+#else
+#define FASTBERT_AVX2_GEMM 0
+#endif
+
+namespace fastbert {
+namespace cpu {
+
+#if FASTBERT_AVX2_GEMM
+namespace {
+
+constexpr int kMR = 6;     // rows of the register tile
+constexpr int kNR = 16;    // columns: two 8-float vectors
+#ifndef FB_KC
+#define FB_KC 256
+#define FB_MC 96
+#define FB_TN 256
+#define FB_TM 192
+#endif
+constexpr int64_t kKC = FB_KC;  // depth of one packed panel: a 16-column B sliver stays in L1
+constexpr int64_t kMC = FB_MC;  // rows of a packed A block (in L2)
+constexpr int64_t kTaskN = FB_TN;  // columns of C per task
+constexpr int64_t kTaskM = FB_TM;  // rows of C per task
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// Per-thread packing buffers, grown on demand and kept for the next call.
+float* ThreadBuffer(int which, size_t floats) {
+  thread_local std::unique_ptr<float, AlignedFree> buf[2];
+  thread_local size_t size[2] = {0, 0};
+  if (size[which] < floats) {
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    buf[which].reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    size[which] = floats;
+  }
+  return buf[which].get();
+}
+
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const Eigen::half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 Load8(const Eigen::bfloat16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+// A[mc, kc] (row stride lda) -> slivers of kMR rows, k-major, zero rows past mc.
+void PackA(const float* a, int64_t lda, int64_t mc, int64_t kc, float* out) {
+  for (int64_t i = 0; i < mc; i += kMR) {
+    const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - i));
+    const float* src[kMR];
+    for (int r = 0; r < kMR; ++r) src[r] = a + (i + std::min(r, rows - 1)) * lda;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int r = 0; r < kMR; ++r) out[r] = r < rows ? src[r][k] : 0.0f;
+      out += kMR;
+    }
+  }
+}
+
+// B[kc, nc] (row stride ldb) -> slivers of kNR columns, k-major, widened to float, zero past nc.
+template <typename Tb>
+void PackB(const Tb* b, int64_t ldb, int64_t kc, int64_t nc, float* out) {
+  for (int64_t j = 0; j < nc; j += kNR) {
+    const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - j));
+    if (cols == kNR) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const Tb* row = b + k * ldb + j;
+        _mm256_store_ps(out, Load8(row));
+        _mm256_store_ps(out + 8, Load8(row + 8));
+        out += kNR;
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const Tb* row = b + k * ldb + j;
+        for (int c = 0; c < kNR; ++c) out[c] = c < cols ? static_cast<float>(row[c]) : 0.0f;
+        out += kNR;
+      }
+    }
+  }
+}
+
+// C[6, 16] (+)= A sliver * B sliver; only the top-left rows x cols of C are written.
+inline void MicroKernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate,
+                        int rows, int cols) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
+         c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(),
+         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps(),
+         c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += kMR;
+    b += kNR;
+  }
+  const __m256 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (cols == kNR) {
+    for (int r = 0; r < rows; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = acc[r][0], v1 = acc[r][1];
+      if (accumulate) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
+      }
+      _mm256_storeu_ps(cr, v0);
+      _mm256_storeu_ps(cr + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float tile[kMR][kNR];
+  for (int r = 0; r < kMR; ++r) {
+    _mm256_store_ps(tile[r], acc[r][0]);
+    _mm256_store_ps(tile[r] + 8, acc[r][1]);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    for (int j = 0; j < cols; ++j) cr[j] = accumulate ? cr[j] + tile[r][j] : tile[r][j];
+  }
+}
+
+// Runs the register tiles of C rows [m0, m1) x columns [n0, n1) over the packed operands.
+// apack: for each KC chunk, M/6 slivers of [kc x 6]; bpack: for each chunk, N/16 slivers of [kc x 16].
+void ComputeBlock(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t m, int64_t n, int64_t k,
+                  const float* apack, const float* bpack, float* c, int64_t ldc) {
+  const int64_t m_padded = (m + kMR - 1) / kMR * kMR, n_padded = (n + kNR - 1) / kNR * kNR;
+  for (int64_t pc = 0; pc < k; pc += kKC) {
+    const int64_t kc = std::min(kKC, k - pc);
+    const float* a_chunk = apack + pc * m_padded;
+    const float* b_chunk = bpack + pc * n_padded;
+    for (int64_t ic = m0; ic < m1; ic += kMC) {
+      const int64_t mc = std::min(kMC, m1 - ic);
+      for (int64_t jr = n0; jr < n1; jr += kNR) {
+        const float* bs = b_chunk + jr * kc;
+        const int cols = static_cast<int>(std::min<int64_t>(kNR, n1 - jr));
+        for (int64_t ir = ic; ir < ic + mc; ir += kMR) {
+          const int rows = static_cast<int>(std::min<int64_t>(kMR, ic + mc - ir));
+          MicroKernel(kc, a_chunk + ir * kc, bs, c + ir * ldc + jr, ldc, pc > 0, rows, cols);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename Tb>
+void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const Tb* b, int64_t ldb, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+    return;
+  }
+  // Both operands are packed once per call (in parallel), so no block re-reads the unpacked
+  // matrices; the buffers belong to the calling thread and are kept for its next call.
+  const int64_t m_padded = (m + kMR - 1) / kMR * kMR, n_padded = (n + kNR - 1) / kNR * kNR;
+  float* apack = ThreadBuffer(0, m_padded * k);
+  float* bpack = ThreadBuffer(1, n_padded * k);
+  const int64_t chunks = (k + kKC - 1) / kKC;
+  const int64_t a_slivers = m_padded / kMR, b_slivers = n_padded / kNR;
+  // Pack in units of up to 8 slivers of one chunk.
+  const int64_t a_units = (a_slivers + 7) / 8, b_units = (b_slivers + 7) / 8;
+  d.parallelFor(chunks * (a_units + b_units), Eigen::TensorOpCost(4.0 * 8 * 16 * kKC, 4.0 * 8 * 16 * kKC, 8.0 * 16 * kKC),
+                [&](Eigen::Index first, Eigen::Index last) {
+    for (Eigen::Index u = first; u < last; ++u) {
+      const int64_t chunk = u / (a_units + b_units), r = u % (a_units + b_units);
+      const int64_t pc = chunk * kKC, kc = std::min(kKC, k - pc);
+      if (r < a_units) {
+        const int64_t i0 = r * 8 * kMR, i1 = std::min(m, i0 + 8 * kMR);
+        PackA(a + i0 * lda + pc, lda, i1 - i0, kc, apack + pc * m_padded + i0 * kc);
+      } else {
+        const int64_t j0 = (r - a_units) * 8 * kNR, j1 = std::min(n, j0 + 8 * kNR);
+        PackB(b + pc * ldb + j0, ldb, kc, j1 - j0, bpack + pc * n_padded + j0 * kc);
+      }
+    }
+  });
+  // Blocks of C; at least ~2 per thread so uneven blocks still balance.
+  const int64_t threads = std::max(1, d.numThreads());
+  const int64_t tiles_n = (n + kTaskN - 1) / kTaskN;
+  int64_t tiles_m = (m + kTaskM - 1) / kTaskM;
+  while (tiles_m * tiles_n < 2 * threads && (m + 2 * tiles_m - 1) / (2 * tiles_m) >= 4 * kMR) tiles_m *= 2;
+  const int64_t block_m = ((m + tiles_m - 1) / tiles_m + kMR - 1) / kMR * kMR;
+  const int64_t block_n = ((n + tiles_n - 1) / tiles_n + kNR - 1) / kNR * kNR;
+  const int64_t per_row = (n + block_n - 1) / block_n;
+  const int64_t tiles = ((m + block_m - 1) / block_m) * per_row;
+  const Eigen::TensorOpCost cost(4.0 * (block_m + block_n) * k, 4.0 * block_m * block_n,
+                                 2.0 * block_m * block_n * k / 16.0);
+  d.parallelFor(tiles, cost, [&](Eigen::Index first, Eigen::Index last) {
+    for (Eigen::Index t = first; t < last; ++t) {
+      const int64_t m0 = (t / per_row) * block_m, n0 = (t % per_row) * block_n;
+      ComputeBlock(m0, std::min(m, m0 + block_m), n0, std::min(n, n0 + block_n), m, n, k, apack, bpack, c, ldc);
+    }
+  });
+}
+
+#else  // no AVX2: Eigen's contraction
+
+template <typename Tb>
+void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const Tb* b, int64_t ldb, float* c, int64_t ldc) {
+  // The encoder only multiplies dense operands (lda = k, ldb = ldc = n).
+  (void)lda;
+  (void)ldb;
+  (void)ldc;
+  Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>> A(a, m, k);
+  Eigen::TensorMap<Eigen::Tensor<const Tb, 2, Eigen::RowMajor>> B(b, k, n);
+  Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>> C(c, m, n);
+  const Eigen::array<Eigen::IndexPair<int>, 1> dims = {Eigen::IndexPair<int>(1, 0)};
+  if constexpr (std::is_same<Tb, float>::value) {
+    C.device(d) = A.contract(B, dims);
+  } else {
+    C.device(d) = A.contract(B.template cast<float>(), dims);
+  }
+}
+
+#endif  // FASTBERT_AVX2_GEMM
+
+template void Sgemm<float>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, int64_t, const float*, int64_t,
+                           const float*, int64_t, float*, int64_t);
+template void Sgemm<Eigen::half>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, int64_t, const float*,
+                                 int64_t, const Eigen::half*, int64_t, float*, int64_t);
+template void Sgemm<Eigen::bfloat16>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, int64_t, const float*,
+                                     int64_t, const Eigen::bfloat16*, int64_t, float*, int64_t);
+
+}  // namespace cpu
+}  // namespace fastbert
