@@ -29,13 +29,13 @@ CXX_OBJS  := $(patsubst %.cc,$(BUILD)/%.o,$(CXX_SRCS))
 CU_OBJS   := $(if $(filter 1,$(CUDA)),$(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS)))
 HEADERS   := $(wildcard tf_ops/*.h tf_ops/*/*.h)
 
-.PHONY: lib venv run test test-gpu bench clean
+.PHONY: lib venv run test bench clean harness
 lib: $(PKG_LIB)
 
 $(BUILD)/flags.mk: $(PYTHON) Makefile
 	@mkdir -p $(BUILD)
 	@$(PYTHON) tf_ops/tf_flags.py > $@.tmp 2>/dev/null && mv $@.tmp $@
-ifneq ($(filter lib build/% fastbert_tf/%,$(or $(MAKECMDGOALS),lib)),)
+ifneq ($(filter lib harness build/% fastbert_tf/%,$(or $(MAKECMDGOALS),lib)),)
 -include $(BUILD)/flags.mk
 endif
 
@@ -43,7 +43,7 @@ CUDA_INC   := $(TF_INCLUDE)/third_party/gpus/cuda/include
 CXXFLAGS   := $(TF_COMPILE_FLAGS) -I. -O3 -fPIC -fvisibility=hidden -fvisibility-inlines-hidden $(CPU_FLAGS) \
               -Wall -Wno-sign-compare -Wno-unused-but-set-variable -Wno-deprecated-declarations -Wno-interference-size --param=destructive-interference-size=64 -DNDEBUG -DFASTBERT_WITH_CUDA=$(CUDA)
 ifeq ($(CUDA),1)
-CXXFLAGS   += -I$(CUDA_INC)
+CXXFLAGS   += -I$(CUDA_INC) -I$(CUDA_INC)/../libcudacxx/include
 endif
 NVCC_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode=arch=compute_$(a),code=sm_$(a))
 # .cu files hold kernels only (no TensorFlow, no cuBLAS headers) and use nvcc's own CUDA headers;
@@ -94,3 +94,11 @@ bench: venv
 
 clean:
 	rm -rf $(BUILD) $(PKG_LIB) $(PKG_LIB).cpuflags
+
+# TF-free harness around the CUDA runner (tests/cuda/check_runner.py runs it on a GPU machine with
+# PyTorch): links the CUDA runtime; cuBLAS is resolved when the checker loads it first.
+HARNESS := $(BUILD)/libfastbert_cuda_harness.so
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(realpath $(NVCC))))
+harness: $(HARNESS)
+$(HARNESS): $(CU_OBJS) $(BUILD)/tf_ops/cuda/encoder_runner.o $(BUILD)/tests/cuda/harness.o
+	$(CXX) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -lcudart -Wl,-rpath,$(CUDA_HOME)/lib64

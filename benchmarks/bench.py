@@ -112,8 +112,9 @@ def main(argv):
         encoders = build_variants(weights, dtype, FLAGS.variants)
         for batch, seq_len in grid:
             x = tf.constant(rng.standard_normal((batch, seq_len, hidden)), dtype)
-            full = tf.constant(np.full([batch], seq_len, np.int32))
-            half = tf.constant(half_lengths(batch, seq_len))
+            with tf.device("/CPU:0"):  # lengths come from the host, as in serving
+                full = tf.constant(np.full([batch], seq_len, np.int32))
+                half = tf.constant(half_lengths(batch, seq_len))
             row = {"batch": batch, "seq_len": seq_len, "avg_len_rp": float(np.mean(half.numpy()))}
             for name in FLAGS.variants:
                 lens = half if name == "op_rp" else full

@@ -54,7 +54,7 @@ class BertEncoder(tf.Module):
         self.layer_norm_eps = float(layer_norm_eps)
         self.q_scaling = float(q_scaling)
         self.int8_mode = int(int8_mode)
-        # op input name -> list of per-layer variables
+        # op input name -> [one stacked variable] or a list of per-layer variables
         self.layer_variables = {n: list(v) for n, v in layer_variables.items()}
         self.quant_scales = list(quant_scales)
         ops.load_op_library()
@@ -76,13 +76,13 @@ class BertEncoder(tf.Module):
         tf_dtype = as_dtype(dtype)
         _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
         weights, hidden, inter = check_weights(weights, num_layer, head_num)
+        # One variable per kind with the layers stacked: 16 inputs per call instead of 16 * num_layer.
         variables = {}
         with tf.name_scope(name or "bert_encoder"):
             for op_name, var_name, _ in LAYER_WEIGHTS:
-                variables[op_name] = [
-                    tf.Variable(np.asarray(weights[key(layer, var_name)], dtype=tf_dtype.as_numpy_dtype),
-                                trainable=False, name=key(layer, var_name).replace("/", "_"))
-                    for layer in range(num_layer)]
+                stacked = np.stack([np.asarray(weights[key(layer, var_name)]) for layer in range(num_layer)])
+                variables[op_name] = [tf.Variable(stacked.astype(tf_dtype.as_numpy_dtype), trainable=False,
+                                                  name=op_name)]
         return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
                    dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
                    layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, name=name)
@@ -100,6 +100,6 @@ class BertEncoder(tf.Module):
             raise ValueError(f"sequence_length must be integers, got {sequence_length.dtype.name}")
         return ops.fast_bert_encoder(
             hidden_states, tf.cast(sequence_length, tf.int32), self.layer_variables, self.quant_scales,
-            head_num=self.head_num, size_per_head=self.size_per_head, inter_size=self.inter_size,
+            num_layer=self.num_layer, head_num=self.head_num, size_per_head=self.size_per_head, inter_size=self.inter_size,
             remove_padding=self.remove_padding, activation=self.activation, layer_norm_eps=self.layer_norm_eps,
             q_scaling=self.q_scaling, int8_mode=self.int8_mode)

@@ -82,23 +82,35 @@ def rebuild_padding(packed, cu_seqlens, max_seq_len, name=None):
     return lib.rebuild_padding(packed, tf.cast(cu_seqlens, tf.int32), tf.cast(max_seq_len, tf.int32), name=name)
 
 
-def fast_bert_encoder(hidden_states, sequence_length, layer_weights, quant_scales=(), *, head_num,
+def _is_variable(t):
+    return isinstance(t, tf.Variable) and hasattr(t, "handle")
+
+
+def fast_bert_encoder(hidden_states, sequence_length, layer_weights, quant_scales=(), *, num_layer, head_num,
                       size_per_head, inter_size, remove_padding=False, activation="gelu_tanh",
                       layer_norm_eps=1e-12, q_scaling=1.0, int8_mode=0, name=None):
-    """The raw op. layer_weights maps each name of weights.OP_INPUT_NAMES to a list of per-layer tensors."""
+    """The raw op. layer_weights maps each name of weights.OP_INPUT_NAMES to a list of num_layer
+    per-layer tensors or to a one-element list holding them stacked ([num_layer, ...]); tensors or
+    resource variables. When every weight is a resource variable the op reads them itself (no
+    ReadVariableOp per weight per call)."""
     lib = load_op_library()
     from fastbert_tf.weights import OP_INPUT_NAMES
     hidden_states = tf.convert_to_tensor(hidden_states)
+    lists = {n: list(layer_weights[n]) for n in OP_INPUT_NAMES}
+    quant_scales = list(quant_scales)
+    as_resources = all(_is_variable(t) for n in OP_INPUT_NAMES for t in lists[n]) and \
+        all(_is_variable(t) for t in quant_scales)
     kwargs = {}
     for n in OP_INPUT_NAMES:
-        kwargs[n] = [tf.convert_to_tensor(t) for t in layer_weights[n]]
         want = tf.int8 if (int8_mode and n.endswith("_kernel")) else hidden_states.dtype
-        for layer, t in enumerate(kwargs[n]):
-            if t.dtype != want:
-                raise ValueError(f"{n}[{layer}] is {t.dtype.name}; with hidden_states {hidden_states.dtype.name} "
-                                 f"and int8_mode={int8_mode} it must be {want.name}")
+        for layer, t in enumerate(lists[n]):
+            if t.dtype.base_dtype != want:
+                raise ValueError(f"{n}[{layer}] is {t.dtype.base_dtype.name}; with hidden_states "
+                                 f"{hidden_states.dtype.name} and int8_mode={int8_mode} it must be {want.name}")
+        kwargs[n] = [t.handle if as_resources else tf.convert_to_tensor(t) for t in lists[n]]
+    quant = [t.handle if as_resources else tf.convert_to_tensor(t) for t in quant_scales]
     return lib.fast_bert_encoder(
-        hidden_states=hidden_states, sequence_length=sequence_length, quant_scales=list(quant_scales),
-        head_num=head_num, size_per_head=size_per_head, inter_size=inter_size, remove_padding=remove_padding,
+        hidden_states=hidden_states, sequence_length=sequence_length, quant_scales=quant,
+        num_layer=num_layer, head_num=head_num, size_per_head=size_per_head, inter_size=inter_size, remove_padding=remove_padding,
         activation=activation, layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode,
         name=name, **kwargs)

@@ -7,7 +7,7 @@ import fastbert_tf as fb
 from conftest import random_weights
 from fastbert_tf.weights import OP_INPUT_NAMES, LAYER_WEIGHTS, key
 
-DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+DEVICES = [pytest.param("/CPU:0", id="cpu"), pytest.param("/GPU:0", id="gpu", marks=pytest.mark.gpu)]
 H, NH, I, L = 64, 2, 128, 2
 
 
@@ -22,7 +22,7 @@ def raw_lists(weights, dtype=np.float32):
 
 
 def call_op(lists, x, lens, **attrs):
-    kw = dict(head_num=NH, size_per_head=H // NH, inter_size=I)
+    kw = dict(num_layer=L, head_num=NH, size_per_head=H // NH, inter_size=I)
     kw.update(attrs)
     return fb.fast_bert_encoder(tf.constant(x), tf.constant(lens, tf.int32), lists, **kw)
 
@@ -59,7 +59,13 @@ def test_weight_count_mismatch(device, weights):
     lists = raw_lists(weights)
     lists["key_bias"] = lists["key_bias"][:1]
     with tf.device(device):
-        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match="key_bias|num_layer|length"):
+        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match="key_bias|num_weights|length"):
+            call_op(lists, np.ones([2, 3, H], np.float32), [1, 2])
+    lists = raw_lists(weights)
+    lists["key_bias"] = [tf.ones([L + 1, H])]
+    lists = {k: (v if k == "key_bias" else [tf.stack(v)]) for k, v in lists.items()}
+    with tf.device(device):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="key_bias\\[0\\] must have shape \\[64\\] or \\[2,64\\]"):
             call_op(lists, np.ones([2, 3, H], np.float32), [1, 2])
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastbert_tf as fb
 from conftest import NP_DTYPE, TOL, padded_rows_are_zero, random_lengths, random_weights, reference, rel_err
 
-DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+DEVICES = [pytest.param("/CPU:0", id="cpu"), pytest.param("/GPU:0", id="gpu", marks=pytest.mark.gpu)]
 
 
 def _cases():
@@ -61,8 +61,8 @@ def check(device, case, dtype, seed, q_scaling=1.0, eps=1e-12):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}-S{}-h{}x{}-L{}-{}".format(*c))
 def test_float32_matches_reference(device, case):
     outs, weights, x, lens = check(device, case, "float32", seed=hash(case) % 2**32)
-    if device == "gpu":  # the GPU op also agrees with the CPU op
-        cpu = run_op("cpu", weights, x, lens, case[4], case[2], "float32", activation=case[5])
+    if device == "/GPU:0":  # the GPU op also agrees with the CPU op
+        cpu = run_op("/CPU:0", weights, x, lens, case[4], case[2], "float32", activation=case[5])
         assert rel_err(outs[False], cpu) < TOL["float32"]
 
 
@@ -106,7 +106,7 @@ def test_empty_batch_and_sequence(device):
 @pytest.mark.parametrize("batch,seq_len", [(256, 64), (4, 1024), (16, 512)])
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_gpu_large_shapes(batch, seq_len, dtype):
-    check("gpu", (batch, seq_len, 12, 64, 1, "gelu_tanh"), dtype, seed=batch * seq_len)
+    check("/GPU:0", (batch, seq_len, 12, 64, 1, "gelu_tanh"), dtype, seed=batch * seq_len)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,4 +114,26 @@ def test_gpu_large_shapes(batch, seq_len, dtype):
        size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),
        act=st.sampled_from(["gelu_tanh", "gelu"]), seed=st.integers(0, 2**31))
 def test_fuzz_cpu(batch, seq_len, heads, size, layers, act, seed):
-    check("cpu", (batch, seq_len, heads, size, layers, act), "float32", seed=seed)
+    check("/CPU:0", (batch, seq_len, heads, size, layers, act), "float32", seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("remove_padding", [False, True])
+def test_gpu_repeated_calls(remove_padding):
+    """Calls after the first replay a captured CUDA graph: new values, moved buffers and lengths
+    permuted under the same shape must all still give the reference's answer."""
+    rng = np.random.default_rng(11)
+    weights = random_weights(rng, 2, 128, 256)
+    enc = None
+    with tf.device("/GPU:0"):
+        enc = fb.BertEncoder.from_weights(weights, 2, 2, dtype="float32", remove_padding=remove_padding)
+    lens_a = np.array([9, 3, 0, 7], np.int32)
+    for step, lens in enumerate([lens_a, lens_a, lens_a[::-1].copy(), lens_a, np.array([9, 9, 1, 0], np.int32)]):
+        x = rng.standard_normal((4, 9, 128)).astype(np.float32)
+        with tf.device("/GPU:0"):
+            keep = [tf.constant(x) for _ in range(step)]  # shift the allocator so buffers move
+            out = enc(tf.constant(x), tf.constant(lens)).numpy()
+            del keep
+        ref = reference(x, lens, weights, 2, 2)
+        assert padded_rows_are_zero(out, lens)
+        assert rel_err(out, ref) < TOL["float32"], f"call {step}"

@@ -77,3 +77,24 @@ def test_gradient_raises_naming_op(encoder):
 
 def test_load_op_library_idempotent():
     assert fb.load_op_library() is fb.load_op_library()
+
+
+@pytest.mark.parametrize("device", [pytest.param("/CPU:0", id="cpu"), pytest.param("/GPU:0", id="gpu", marks=pytest.mark.gpu)])
+def test_variables_and_tensors_agree(device):
+    """Weights as resource variables (the op reads them) or as tensors give the same output."""
+    from fastbert_tf.weights import LAYER_WEIGHTS, key
+    w = random_weights(np.random.default_rng(8), 2, 64, 128)
+    rng = np.random.default_rng(9)
+    x = tf.constant(rng.standard_normal((3, 6, 64)), tf.float32)
+    lens = tf.constant([6, 2, 0])
+    with tf.device(device):
+        enc = fb.BertEncoder.from_weights(w, 2, 2)
+        via_vars = enc(x, lens).numpy()
+        tensors = {op: [tf.constant(w[key(l, name)]) for l in range(2)] for op, name, _ in LAYER_WEIGHTS}
+        via_tensors = fb.fast_bert_encoder(x, lens, tensors, num_layer=2, head_num=2, size_per_head=32,
+                                           inter_size=128).numpy()
+        stacked = {k: [tf.stack(v)] for k, v in tensors.items()}
+        via_stacked = fb.fast_bert_encoder(x, lens, stacked, num_layer=2, head_num=2, size_per_head=32,
+                                           inter_size=128).numpy()
+    np.testing.assert_array_equal(via_vars, via_tensors)
+    np.testing.assert_array_equal(via_vars, via_stacked)

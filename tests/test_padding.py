@@ -6,7 +6,7 @@ import tensorflow as tf
 import fastbert_tf as fb
 from conftest import random_lengths
 
-DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+DEVICES = [pytest.param("/CPU:0", id="cpu"), pytest.param("/GPU:0", id="gpu", marks=pytest.mark.gpu)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -8,6 +8,8 @@
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tf_ops/common/encoder_params.h"
 #include "tf_ops/cpu/encoder_cpu.h"
@@ -18,6 +20,8 @@
 
 namespace fastbert {
 
+using ::tensorflow::DataType;
+using ::tensorflow::DataTypeString;
 using ::tensorflow::DataTypeToEnum;
 using ::tensorflow::OpInputList;
 using ::tensorflow::OpKernel;
@@ -55,7 +59,27 @@ constexpr WeightSpec kWeightSpecs[] = {
 };
 constexpr int kNumWeightLists = sizeof(kWeightSpecs) / sizeof(kWeightSpecs[0]);
 
-template <typename Device, typename T, typename Tw>
+// A weight input: a tensor, or the value of the resource variable it is a handle of (a shallow,
+// reference-counted copy that keeps the buffer alive while the call is enqueued).
+::tensorflow::Status ResolveWeight(OpKernelContext* ctx, const Tensor& input, const char* name, int layer,
+                                   Tensor* out) {
+  if (input.dtype() != ::tensorflow::DT_RESOURCE) {
+    *out = input;
+    return ::tensorflow::Status();
+  }
+  if (input.NumElements() != 1) {
+    return InvalidArgument(name, "[", layer, "] must be a scalar resource handle, got shape ",
+                           input.shape().DebugString());
+  }
+  ::tensorflow::core::RefCountPtr<::tensorflow::Var> var;
+  TF_RETURN_IF_ERROR(::tensorflow::LookupResource(ctx, input.flat<::tensorflow::ResourceHandle>()(0), &var));
+  ::tensorflow::tf_shared_lock lock(*var->mu());
+  if (!var->is_initialized) return InvalidArgument(name, "[", layer, "]: the variable is not initialized");
+  *out = *var->tensor();
+  return ::tensorflow::Status();
+}
+
+template <typename Device, typename T>
 class FastBertEncoderOp : public OpKernel {
  public:
   explicit FastBertEncoderOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -83,11 +107,11 @@ class FastBertEncoderOp : public OpKernel {
                 InvalidArgument("layer_norm_eps must be >= 0, got ", dims_.layer_norm_eps));
     OP_REQUIRES(c, dims_.int8_mode == 0,
                 InvalidArgument("int8_mode must be 0 (INT8 execution is not built yet), got ", dims_.int8_mode));
-    const bool int8_weights = DataTypeToEnum<Tw>::value == ::tensorflow::DT_INT8;
-    OP_REQUIRES(c, int8_weights == (dims_.int8_mode != 0),
-                InvalidArgument(dims_.int8_mode != 0
-                                    ? "int8_mode 1 and 2 take int8 kernels (Tw = int8)"
-                                    : "int8_mode 0 takes kernels of the same type as hidden_states (Tw = T)"));
+    DataType tw, tv;
+    OP_REQUIRES_OK(c, c->GetAttr("Tw", &tw));
+    OP_REQUIRES_OK(c, c->GetAttr("Tv", &tv));
+    OP_REQUIRES(c, (tw == ::tensorflow::DT_RESOURCE) == (tv == ::tensorflow::DT_RESOURCE),
+                InvalidArgument("kernels and vectors must both be tensors or both be resource variables"));
     OP_REQUIRES(c, (num_quant == 0) == (dims_.int8_mode == 0),
                 InvalidArgument("quant_scales must have one tensor per layer in int8 modes and none otherwise; "
                                 "got ", num_quant, " with int8_mode ", dims_.int8_mode));
@@ -120,63 +144,96 @@ class FastBertEncoderOp : public OpKernel {
                   InvalidArgument("sequence_length[", b, "] = ", lengths[b], " is outside [0, ", dims.seq_len,
                                   "] (the padded length of hidden_states)"));
     }
-    std::vector<LayerWeights<T, Tw>> layers;
-    OP_REQUIRES_OK(ctx, CollectWeights(ctx, dims, &layers));
-
+    Weights held;  // every weight tensor of the call, alive until Compute returns
+    OP_REQUIRES_OK(ctx, CollectWeights(ctx, dims, &held));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, hidden.shape(), &output));
     if (dims.batch == 0 || dims.seq_len == 0) return;
-    Run(ctx, dims, lengths, hidden.flat<T>().data(), layers, output->flat<T>().data());
+    if (dims.int8_mode == 0) {
+      Run(ctx, dims, lengths, hidden.flat<T>().data(), Pointers<T>(held, dims.num_layer), output->flat<T>().data());
+    } else {
+      Run(ctx, dims, lengths, hidden.flat<T>().data(), Pointers<int8_t>(held, dims.num_layer),
+          output->flat<T>().data());
+    }
   }
 
  private:
-  ::tensorflow::Status CollectWeights(OpKernelContext* ctx, const EncoderDims& dims,
-                                      std::vector<LayerWeights<T, Tw>>* layers) {
-    const int64_t H = dims.hidden, I = dims.inter_size;
-    OpInputList lists[kNumWeightLists];
+  // The weight lists, resolved: per list either num_layer tensors or one stacked tensor.
+  struct Weights {
+    std::vector<Tensor> tensors[kNumWeightLists];
+    bool stacked[kNumWeightLists];
+  };
+
+  ::tensorflow::Status CollectWeights(OpKernelContext* ctx, const EncoderDims& dims, Weights* w) {
+    const int64_t H = dims.hidden, I = dims.inter_size, L = dims.num_layer;
+    const DataType t = DataTypeToEnum<T>::value;
+    const DataType kernel_type = dims.int8_mode ? ::tensorflow::DT_INT8 : t;
     for (int i = 0; i < kNumWeightLists; ++i) {
-      TF_RETURN_IF_ERROR(ctx->input_list(kWeightSpecs[i].name, &lists[i]));
-    }
-    layers->resize(dims.num_layer);
-    for (int l = 0; l < dims.num_layer; ++l) {
-      const void* ptrs[kNumWeightLists];
-      for (int i = 0; i < kNumWeightLists; ++i) {
-        const WeightSpec& spec = kWeightSpecs[i];
-        const Tensor& t = lists[i][l];
-        const int64_t rows = spec.rows == WeightSpec::kH ? H : I;
-        const int64_t cols = spec.cols == WeightSpec::kH ? H : I;
-        const TensorShape want = spec.is_kernel ? TensorShape({rows, cols}) : TensorShape({cols});
-        if (t.shape() != want) {
-          return InvalidArgument(spec.name, "[", l, "] must have shape ", want.DebugString(), ", got ",
-                                 t.shape().DebugString());
-        }
-        ptrs[i] = t.data();
+      const WeightSpec& spec = kWeightSpecs[i];
+      OpInputList list;
+      TF_RETURN_IF_ERROR(ctx->input_list(spec.name, &list));
+      if (list.size() != L && list.size() != 1) {
+        return InvalidArgument(spec.name, " must have num_layer (", L, ") tensors or one stacked tensor, got ",
+                               list.size());
       }
-      LayerWeights<T, Tw>& w = (*layers)[l];
-      w.q_kernel = static_cast<const Tw*>(ptrs[0]);
-      w.q_bias = static_cast<const T*>(ptrs[1]);
-      w.k_kernel = static_cast<const Tw*>(ptrs[2]);
-      w.k_bias = static_cast<const T*>(ptrs[3]);
-      w.v_kernel = static_cast<const Tw*>(ptrs[4]);
-      w.v_bias = static_cast<const T*>(ptrs[5]);
-      w.attn_out_kernel = static_cast<const Tw*>(ptrs[6]);
-      w.attn_out_bias = static_cast<const T*>(ptrs[7]);
-      w.attn_ln_gamma = static_cast<const T*>(ptrs[8]);
-      w.attn_ln_beta = static_cast<const T*>(ptrs[9]);
-      w.inter_kernel = static_cast<const Tw*>(ptrs[10]);
-      w.inter_bias = static_cast<const T*>(ptrs[11]);
-      w.out_kernel = static_cast<const Tw*>(ptrs[12]);
-      w.out_bias = static_cast<const T*>(ptrs[13]);
-      w.out_ln_gamma = static_cast<const T*>(ptrs[14]);
-      w.out_ln_beta = static_cast<const T*>(ptrs[15]);
+      const int64_t rows = spec.rows == WeightSpec::kH ? H : I;
+      const int64_t cols = spec.cols == WeightSpec::kH ? H : I;
+      const TensorShape layer_shape = spec.is_kernel ? TensorShape({rows, cols}) : TensorShape({cols});
+      TensorShape stacked_shape = layer_shape;
+      stacked_shape.InsertDim(0, L);
+      auto& tensors = w->tensors[i];
+      tensors.resize(list.size());
+      for (int l = 0; l < list.size(); ++l) {
+        TF_RETURN_IF_ERROR(ResolveWeight(ctx, list[l], spec.name, l, &tensors[l]));
+        const Tensor& x = tensors[l];
+        const DataType want = spec.is_kernel ? kernel_type : t;
+        if (x.dtype() != want) {
+          return InvalidArgument(spec.name, "[", l, "] is ", DataTypeString(x.dtype()), ", expected ",
+                                 DataTypeString(want), " (hidden_states ", DataTypeString(t), ", int8_mode ",
+                                 dims.int8_mode, ")");
+        }
+      }
+      // One tensor: stacked [L, ...] (or, with one layer, possibly the layer's own shape).
+      w->stacked[i] = list.size() == 1 && tensors[0].dims() == layer_shape.dims() + 1;
+      const TensorShape& want = w->stacked[i] ? stacked_shape : layer_shape;
+      for (int l = 0; l < list.size(); ++l) {
+        if (tensors[l].shape() != want) {
+          return InvalidArgument(spec.name, "[", l, "] must have shape ", layer_shape.DebugString(),
+                                 list.size() == 1 ? " or " + stacked_shape.DebugString() + " (stacked)" : "",
+                                 ", got ", tensors[l].shape().DebugString());
+        }
+      }
     }
     return ::tensorflow::Status();
   }
 
+  template <typename Tw>
+  static std::vector<LayerWeights<T, Tw>> Pointers(const Weights& w, int num_layer) {
+    std::vector<LayerWeights<T, Tw>> layers(num_layer);
+    for (int l = 0; l < num_layer; ++l) {
+      auto ptr = [&](int i) -> const void* {
+        const Tensor& x = w.tensors[i][w.stacked[i] ? 0 : l];
+        if (!w.stacked[i]) return x.data();
+        const int64_t per_layer = x.NumElements() / num_layer;
+        return static_cast<const char*>(x.data()) + per_layer * l * ::tensorflow::DataTypeSize(x.dtype());
+      };
+      auto k = [&](int i) { return static_cast<const Tw*>(ptr(i)); };
+      auto v = [&](int i) { return static_cast<const T*>(ptr(i)); };
+      layers[l] = LayerWeights<T, Tw>{k(0), v(1),  k(2),  v(3),  k(4),  v(5),  k(6),  v(7),
+                                      v(8), v(9), k(10), v(11), k(12), v(13), v(14), v(15), nullptr};
+    }
+    return layers;
+  }
+
+  template <typename Tw>
   void Run(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths, const T* input,
            const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
     if constexpr (std::is_same<Device, CPUDevice>::value) {
-      cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
+      if constexpr (std::is_same<Tw, int8_t>::value) {
+        ctx->SetStatus(::tensorflow::errors::Unimplemented("INT8 execution is not built yet"));
+      } else {
+        cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
+      }
     } else {
 #if FASTBERT_WITH_CUDA
       OP_REQUIRES_OK(ctx, RunEncoderOnGpu(ctx, dims, lengths, input, layers, output));
@@ -187,29 +244,38 @@ class FastBertEncoderOp : public OpKernel {
   EncoderDims dims_;
 };
 
-#define REGISTER_CPU(T, Tw)                                                              \
-  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                        \
-                              .Device(::tensorflow::DEVICE_CPU)                          \
-                              .TypeConstraint<T>("T")                                    \
-                              .TypeConstraint<Tw>("Tw"),                                 \
-                          FastBertEncoderOp<CPUDevice, T, Tw>);
-REGISTER_CPU(float, float)
-REGISTER_CPU(Eigen::half, Eigen::half)
-REGISTER_CPU(Eigen::bfloat16, Eigen::bfloat16)
-#undef REGISTER_CPU
-
+// Kernels and vectors: tensors of T (float modes), int8 kernels (int8 modes), or resource
+// variables (either); the weight dtype is checked when the call runs.
+#define REGISTER(DEVICE, DEV, T)                                                                       \
+  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
+                              .Device(DEVICE)                                                        \
+                              .HostMemory("sequence_length")                                         \
+                              .TypeConstraint<T>("T")                                                \
+                              .TypeConstraint<T>("Tw")                                               \
+                              .TypeConstraint<T>("Tv"),                                              \
+                          FastBertEncoderOp<DEV, T>);                                                \
+  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
+                              .Device(DEVICE)                                                        \
+                              .HostMemory("sequence_length")                                         \
+                              .TypeConstraint<T>("T")                                                \
+                              .TypeConstraint<int8_t>("Tw")                                          \
+                              .TypeConstraint<T>("Tv"),                                              \
+                          FastBertEncoderOp<DEV, T>);                                                \
+  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
+                              .Device(DEVICE)                                                        \
+                              .HostMemory("sequence_length")                                         \
+                              .TypeConstraint<T>("T")                                                \
+                              .TypeConstraint("Tw", ::tensorflow::DT_RESOURCE)                       \
+                              .TypeConstraint("Tv", ::tensorflow::DT_RESOURCE),                      \
+                          FastBertEncoderOp<DEV, T>);
+REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, float)
+REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, Eigen::half)
+REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, Eigen::bfloat16)
 #if FASTBERT_WITH_CUDA
-#define REGISTER_GPU(T, Tw)                                                              \
-  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                        \
-                              .Device(::tensorflow::DEVICE_GPU)                          \
-                              .HostMemory("sequence_length")                             \
-                              .TypeConstraint<T>("T")                                    \
-                              .TypeConstraint<Tw>("Tw"),                                 \
-                          FastBertEncoderOp<GPUDevice, T, Tw>);
-REGISTER_GPU(float, float)
-REGISTER_GPU(Eigen::half, Eigen::half)
-REGISTER_GPU(Eigen::bfloat16, Eigen::bfloat16)
-#undef REGISTER_GPU
-#endif  // FASTBERT_WITH_CUDA
+REGISTER(::tensorflow::DEVICE_GPU, GPUDevice, float)
+REGISTER(::tensorflow::DEVICE_GPU, GPUDevice, Eigen::half)
+REGISTER(::tensorflow::DEVICE_GPU, GPUDevice, Eigen::bfloat16)
+#endif
+#undef REGISTER
 
 }  // namespace fastbert

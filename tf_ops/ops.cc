@@ -29,31 +29,37 @@ Status EncoderShape(InferenceContext* c) {
 }  // namespace
 
 // The per-layer weights come as lists (one tensor per layer, Google BERT's variables as they are),
-// so a model's variables feed the op without being stacked or copied on every call.
+// so a model's variables feed the op without being stacked or copied on every call. They may be
+// tensors or resource variables (Tw = Tv = resource): the op then reads the variables itself,
+// which saves a ReadVariableOp per weight per call (192 for BERT-base). Each list holds either
+// num_layer per-layer tensors, or one tensor with the layers stacked ([num_layer, ...]).
 REGISTER_OP("FastBertEncoder")
     .Input("hidden_states: T")
     .Input("sequence_length: int32")
-    .Input("query_kernel: num_layer * Tw")
-    .Input("query_bias: num_layer * T")
-    .Input("key_kernel: num_layer * Tw")
-    .Input("key_bias: num_layer * T")
-    .Input("value_kernel: num_layer * Tw")
-    .Input("value_bias: num_layer * T")
-    .Input("attention_output_kernel: num_layer * Tw")
-    .Input("attention_output_bias: num_layer * T")
-    .Input("attention_layernorm_gamma: num_layer * T")
-    .Input("attention_layernorm_beta: num_layer * T")
-    .Input("intermediate_kernel: num_layer * Tw")
-    .Input("intermediate_bias: num_layer * T")
-    .Input("output_kernel: num_layer * Tw")
-    .Input("output_bias: num_layer * T")
-    .Input("output_layernorm_gamma: num_layer * T")
-    .Input("output_layernorm_beta: num_layer * T")
-    .Input("quant_scales: num_quant * float")
+    .Input("query_kernel: num_weights * Tw")
+    .Input("query_bias: num_weights * Tv")
+    .Input("key_kernel: num_weights * Tw")
+    .Input("key_bias: num_weights * Tv")
+    .Input("value_kernel: num_weights * Tw")
+    .Input("value_bias: num_weights * Tv")
+    .Input("attention_output_kernel: num_weights * Tw")
+    .Input("attention_output_bias: num_weights * Tv")
+    .Input("attention_layernorm_gamma: num_weights * Tv")
+    .Input("attention_layernorm_beta: num_weights * Tv")
+    .Input("intermediate_kernel: num_weights * Tw")
+    .Input("intermediate_bias: num_weights * Tv")
+    .Input("output_kernel: num_weights * Tw")
+    .Input("output_bias: num_weights * Tv")
+    .Input("output_layernorm_gamma: num_weights * Tv")
+    .Input("output_layernorm_beta: num_weights * Tv")
+    .Input("quant_scales: num_quant * Tq")
     .Output("output: T")
     .Attr("T: {float, half, bfloat16}")
-    .Attr("Tw: {float, half, bfloat16, int8}")
+    .Attr("Tw: {float, half, bfloat16, int8, resource}")
+    .Attr("Tv: {float, half, bfloat16, resource}")
+    .Attr("Tq: {float, resource} = DT_FLOAT")
     .Attr("num_layer: int >= 1")
+    .Attr("num_weights: int >= 1")
     .Attr("num_quant: int >= 0 = 0")
     .Attr("head_num: int >= 1")
     .Attr("size_per_head: int >= 1")
@@ -71,7 +77,8 @@ hidden_states: [B, S, H], H = head_num * size_per_head.
 sequence_length: [B]; tokens [0, len) of each sequence are real, the rest padding.
   Rows at or past a sequence's length are zeros in the output, in every mode.
 *_kernel: [in, out] per layer (Google BERT's layout); int8 with per-layer quant_scales
-  when int8_mode is 1 or 2 (see the README for the layout of quant_scales).
+  when int8_mode is 1 or 2 (see the README for the layout of quant_scales). Tensors, or
+  handles of resource variables holding them.
 remove_padding: run the layers on the packed real tokens only.
 activation: 'gelu_tanh' (Google BERT's tanh approximation) or 'gelu' (the erf form).
 q_scaling: attention scores are scaled by 1 / (sqrt(size_per_head) * q_scaling).

@@ -53,14 +53,14 @@ class RemovePaddingOp : public OpKernel {
     Tensor* cu_out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({tokens, H}), &packed));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B + 1}), &cu_out));
+    std::copy(cu.begin(), cu.end(), cu_out->flat<int32_t>().data());  // host memory on both devices
     if constexpr (std::is_same<Device, CPUDevice>::value) {
-      std::copy(cu.begin(), cu.end(), cu_out->flat<int32_t>().data());
       cpu::RemovePadding(hidden.flat<T>().data(), cu.data(), static_cast<int>(B), static_cast<int>(S), H,
                          packed->flat<T>().data());
     } else {
 #if FASTBERT_WITH_CUDA
-      OP_REQUIRES_OK(ctx, RemovePaddingOnGpu(ctx, hidden.flat<T>().data(), cu, static_cast<int>(S), H,
-                                             packed->flat<T>().data(), cu_out->flat<int32_t>().data()));
+      OP_REQUIRES_OK(ctx, RemovePaddingOnGpu(ctx, hidden.flat<T>().data(), cu.data(), static_cast<int>(B),
+                                             static_cast<int>(S), H * sizeof(T), packed->flat<T>().data()));
 #endif
     }
   }
@@ -108,8 +108,8 @@ class RebuildPaddingOp : public OpKernel {
       cpu::RebuildPadding(packed.flat<T>().data(), cu, static_cast<int>(B), S, H, out->flat<T>().data());
     } else {
 #if FASTBERT_WITH_CUDA
-      OP_REQUIRES_OK(ctx, RebuildPaddingOnGpu(ctx, packed.flat<T>().data(), cu, static_cast<int>(B), S, H,
-                                              out->flat<T>().data()));
+      OP_REQUIRES_OK(ctx, RebuildPaddingOnGpu(ctx, packed.flat<T>().data(), cu, static_cast<int>(B), S,
+                                              H * static_cast<int64_t>(sizeof(T)), out->flat<T>().data()));
 #endif
     }
   }
@@ -136,6 +136,7 @@ REGISTER_CPU(int8_t)
   REGISTER_KERNEL_BUILDER(Name("RemovePadding")                                                      \
                               .Device(::tensorflow::DEVICE_GPU)                                      \
                               .HostMemory("sequence_length")                                         \
+                              .HostMemory("cu_seqlens")                                              \
                               .TypeConstraint<T>("T"),                                               \
                           RemovePaddingOp<GPUDevice, T>);                                            \
   REGISTER_KERNEL_BUILDER(Name("RebuildPadding")                                                     \

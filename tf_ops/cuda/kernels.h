@@ -1,0 +1,63 @@
+// CUDA kernels of the encoder (no TensorFlow, no cuBLAS): plain pointers and a cudaStream_t.
+// Every launcher returns the launch's cudaError_t. T is float, __half or __nv_bfloat16 (the
+// runner passes TF's Eigen::half / Eigen::bfloat16 storage reinterpreted, same bits).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "tf_ops/common/encoder_params.h"
+
+namespace fastbert {
+namespace cuda {
+
+enum class DType { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+// Copies rows between [B, S, row_bytes] and packed [T, row_bytes] (any element type).
+// cu_seqlens (device, B + 1) as from PrefixSums. Unpack writes zeros in the padding.
+cudaError_t PackRows(const void* padded, const int32_t* cu_seqlens, int batch, int seq_len, int64_t row_bytes,
+                     void* packed, cudaStream_t stream);
+cudaError_t UnpackRows(const void* packed, const int32_t* cu_seqlens, int batch, int seq_len, int64_t row_bytes,
+                       void* padded, cudaStream_t stream);
+
+// out = LayerNorm(x + bias + residual) * gamma + beta over rows of `cols`, statistics in float.
+// out may alias x or residual. If seq_len_zero (device, [rows / S]) is given, row r is written as
+// zeros when r % S >= seq_len_zero[r / S] (padded mode's last layer).
+cudaError_t AddBiasResidualLayerNorm(DType dtype, const void* x, const void* bias, const void* residual,
+                                     const void* gamma, const void* beta, float eps, int64_t rows, int cols,
+                                     void* out, const int32_t* seq_len_zero, int seq_len, cudaStream_t stream);
+
+// x = act(x + bias) in place over rows of `cols` (bias may be null).
+cudaError_t AddBiasActivation(DType dtype, void* x, const void* bias, Activation act, int64_t rows, int cols,
+                              cudaStream_t stream);
+
+// Fused multi-head attention over real keys only, heads side by side in rows of width ld.
+// Sequence b's rows start at cu_seqlens[b] (packed) or b * seq_len (cu_seqlens == nullptr,
+// padded; rows at or past the length get zeros in out). The key bias is not needed (it shifts
+// every score of a query row equally, which softmax ignores); the value bias is added to the output.
+struct AttentionParams {
+  DType dtype;
+  const void* q;
+  const void* k;
+  const void* v;
+  int64_t ld;  // row stride of q, k, v and out, in elements
+  const void* q_bias;
+  const void* v_bias;
+  void* out;
+  const int32_t* cu_seqlens;  // device, B + 1, or nullptr
+  const int32_t* seq_len;     // device, B
+  int batch;
+  int seq_len_max;  // padded length S (padded mode) or the longest sequence (packed)
+  int padded_seq_len;  // S in padded mode
+  int head_num;
+  int size_per_head;
+  float scale;  // 1 / (sqrt(size_per_head) * q_scaling)
+};
+cudaError_t Attention(const AttentionParams& p, cudaStream_t stream);
+
+// Largest size_per_head the GPU attention supports.
+constexpr int kMaxGpuHeadSize = 256;
+
+}  // namespace cuda
+}  // namespace fastbert
