@@ -53,6 +53,7 @@ def _no_gradient(op_type):
     return grad
 
 
+@tf.autograph.experimental.do_not_convert
 def load_op_library():
     """Loads the op library once per process and returns its module (idempotent, thread-safe)."""
     global _module
@@ -70,12 +71,14 @@ def load_op_library():
     return _module
 
 
+@tf.autograph.experimental.do_not_convert
 def remove_padding(hidden_states, sequence_length, name=None):
     """[B, S, H] + lengths [B] -> (packed [T, H], cu_seqlens [B + 1] int32), T = sum(lengths)."""
     lib = load_op_library()
     return lib.remove_padding(hidden_states, tf.cast(sequence_length, tf.int32), name=name)
 
 
+@tf.autograph.experimental.do_not_convert
 def rebuild_padding(packed, cu_seqlens, max_seq_len, name=None):
     """Inverse of remove_padding: packed [T, H] -> [B, max_seq_len, H] with zeros in the padding."""
     lib = load_op_library()
@@ -86,6 +89,7 @@ def _is_variable(t):
     return isinstance(t, tf.Variable) and hasattr(t, "handle")
 
 
+@tf.autograph.experimental.do_not_convert
 def fast_bert_encoder(hidden_states, sequence_length, layer_weights, quant_scales=(), *, num_layer, head_num,
                       size_per_head, inter_size, remove_padding=False, activation="gelu_tanh",
                       layer_norm_eps=1e-12, q_scaling=1.0, int8_mode=0, name=None):

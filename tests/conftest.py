@@ -60,3 +60,19 @@ def padded_rows_are_zero(out, lens):
 
 TOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 NP_DTYPE = {"float32": np.float32, "float16": np.float16, "bfloat16": tf.bfloat16.as_numpy_dtype}
+
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+MINILM = os.path.join(SHARED, "models", "minilm-l6-mrpc")
+MRPC = os.path.join(SHARED, "data", "mrpc")
+
+
+@pytest.fixture(scope="session")
+def converted_minilm(tmp_path_factory):
+    """The shared MiniLM-L6 MRPC model converted to a Google checkpoint (once per session)."""
+    if not os.path.isdir(MINILM):
+        pytest.skip(f"{MINILM} is not available")
+    from checkpoint_tools import convert_hf
+    out = str(tmp_path_factory.mktemp("models") / "minilm")
+    convert_hf.convert(MINILM, out)
+    return out

@@ -1,0 +1,171 @@
+"""What run_classifier_wrap and run_squad_wrap share: flags, input checks, the model, training."""
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tqdm import tqdm
+
+from fastbert_tf import modeling
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(task_flags):
+    """Google's common flags plus fastbert's; task_flags() defines the task's own."""
+    flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model.")
+    flags.DEFINE_string("vocab_file", None, "WordPiece vocabulary of the model.")
+    flags.DEFINE_string("output_dir", None, "Where results (and trained checkpoints) go.")
+    flags.DEFINE_string("init_checkpoint", None, "Google-format checkpoint to start from.")
+    flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).")
+    flags.DEFINE_integer("max_seq_length", 128, "Padded sequence length.")
+    flags.DEFINE_bool("do_train", False, "Fine-tune (with the plain-TF encoder).")
+    flags.DEFINE_bool("do_predict", False, "Predict on the test (or predict) file.")
+    flags.DEFINE_integer("train_batch_size", 32, "Training batch size.")
+    flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamWeightDecay.")
+    flags.DEFINE_float("num_train_epochs", 3.0, "Training epochs.")
+    flags.DEFINE_float("warmup_proportion", 0.1, "Share of steps with a linear learning-rate warmup.")
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every this many steps (and at the end).")
+    flags.DEFINE_integer("max_train_examples", 0, "Use only the first N training examples (0: all).")
+    flags.DEFINE_integer("seed", 12345, "Random seed for head initialization and shuffling.")
+    # fastbert_tf
+    flags.DEFINE_enum("floatx", "float32", ["float32", "float16", "bfloat16"], "Inference dtype.")
+    flags.DEFINE_bool("remove_padding", False, "Run the encoder on the real tokens only.")
+    flags.DEFINE_integer("int8_mode", 0, "0: float; 1 or 2: INT8 (needs a quantized checkpoint).")
+    flags.DEFINE_bool("use_fast_op", True, "Evaluate with FastBertEncoder (False: the plain-TF encoder).")
+    task_flags()
+
+
+def require(condition, message):
+    if not condition:
+        raise app.UsageError(message)
+
+
+def check_common_flags():
+    for name in ("bert_config_file", "vocab_file", "output_dir"):
+        require(getattr(FLAGS, name), f"--{name} is required")
+    require(os.path.isfile(FLAGS.vocab_file), f"--vocab_file {FLAGS.vocab_file} does not exist")
+    require(os.path.isfile(FLAGS.bert_config_file), f"--bert_config_file {FLAGS.bert_config_file} does not exist")
+    require(FLAGS.int8_mode in (0, 1, 2), f"--int8_mode must be 0, 1 or 2, got {FLAGS.int8_mode}")
+    if FLAGS.init_checkpoint:
+        require(tf.io.gfile.exists(FLAGS.init_checkpoint + ".index") or tf.io.gfile.isdir(FLAGS.init_checkpoint),
+                f"--init_checkpoint {FLAGS.init_checkpoint} does not exist (give the prefix, e.g. .../bert_model.ckpt)")
+    try:
+        config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    require(FLAGS.max_seq_length <= config.max_position_embeddings,
+            f"--max_seq_length {FLAGS.max_seq_length} is above the model's max_position_embeddings "
+            f"{config.max_position_embeddings}")
+    require(FLAGS.max_seq_length >= 3, "--max_seq_length must be at least 3")
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    return config
+
+
+def resolve_checkpoint(path):
+    return tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+
+
+def restore(path, variables):
+    """Loads a Google-named checkpoint into {name: variable}; UsageError for what does not fit."""
+    try:
+        unused = modeling.load_checkpoint(resolve_checkpoint(path), variables)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if unused:
+        tf.get_logger().info("checkpoint variables not used: %s", ", ".join(unused))
+    return unused
+
+
+def inference_model(config, is_training=False):
+    return modeling.BertModel(config, is_training=is_training, floatx=FLAGS.floatx,
+                              remove_padding=FLAGS.remove_padding, int8_mode=FLAGS.int8_mode,
+                              use_fast_op=FLAGS.use_fast_op and not is_training)
+
+
+class AdamWeightDecay:
+    """Google BERT's optimizer: Adam without bias correction, decoupled weight decay (not on
+    LayerNorm or biases), linear warmup then linear decay to zero, gradients clipped to norm 1."""
+
+    def __init__(self, variables, learning_rate, num_train_steps, num_warmup_steps, weight_decay_rate=0.01,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-6):
+        self.variables = list(variables)
+        self.lr, self.steps, self.warmup = learning_rate, max(num_train_steps, 1), num_warmup_steps
+        self.wd, self.b1, self.b2, self.eps = weight_decay_rate, beta_1, beta_2, epsilon
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.decay = [not any(s in v.name for s in ("LayerNorm", "layer_norm", "bias")) for v in self.variables]
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def learning_rate(self):
+        step = tf.cast(self.step, tf.float32)
+        decayed = self.lr * tf.maximum(0.0, 1.0 - step / self.steps)
+        if self.warmup:
+            return tf.where(step < self.warmup, self.lr * step / self.warmup, decayed)
+        return decayed
+
+    def apply(self, grads):
+        grads, _ = tf.clip_by_global_norm(grads, 1.0)
+        lr = self.learning_rate()
+        for g, v, m, s, decay in zip(grads, self.variables, self.m, self.v, self.decay):
+            if g is None:  # a variable the loss does not reach
+                continue
+            g = tf.convert_to_tensor(g)  # embedding gradients arrive as IndexedSlices
+            m.assign(self.b1 * m + (1.0 - self.b1) * g)
+            s.assign(self.b2 * s + (1.0 - self.b2) * tf.square(g))
+            update = m / (tf.sqrt(s) + self.eps)
+            if decay:
+                update += self.wd * v
+            v.assign_sub(lr * update)
+        self.step.assign_add(1)
+
+
+def train(model, head, loss_fn, dataset, num_steps, output_dir, prefix="model.ckpt"):
+    """Fine-tunes model + head (dict of variables) with AdamWeightDecay; writes Google-named
+    checkpoints. dataset yields the inputs of loss_fn(training=True); returns the last checkpoint."""
+    variables = modeling.model_variables(model, head)
+    trainable = [v for v in variables.values() if v.trainable]
+    warmup = int(num_steps * FLAGS.warmup_proportion)
+    opt = AdamWeightDecay(trainable, FLAGS.learning_rate, num_steps, warmup)
+
+    @tf.function
+    def step(*batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(*batch, training=True)
+        opt.apply(tape.gradient(loss, trainable))
+        return loss
+
+    path = None
+    progress = tqdm(total=num_steps, desc="train", unit="step")
+    losses = []
+    for i, batch in enumerate(dataset.take(num_steps)):
+        losses.append(float(step(*batch)))
+        progress.update(1)
+        progress.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if (i + 1) % FLAGS.save_checkpoints_steps == 0 and i + 1 < num_steps:
+            path = modeling.save_checkpoint(variables, os.path.join(output_dir, f"{prefix}-{i + 1}"))
+    progress.close()
+    path = modeling.save_checkpoint(variables, os.path.join(output_dir, f"{prefix}-{num_steps}"))
+    return path, losses
+
+
+def timed_batches(fn, batches, desc):
+    """Runs fn over batches (the first call traces and warms up, untimed); returns outputs and ms."""
+    outputs, elapsed = [], 0.0
+    for i, batch in enumerate(tqdm(batches, desc=desc, unit="batch")):
+        if i == 0:
+            fn(*batch)  # trace + warm-up
+        start = time.perf_counter()
+        out = fn(*batch)
+        out = [o.numpy() for o in out] if isinstance(out, (tuple, list)) else out.numpy()
+        elapsed += time.perf_counter() - start
+        outputs.append(out)
+    return outputs, elapsed * 1e3
+
+
+def write_results(path, results):
+    with open(path, "w") as f:
+        for k in sorted(results):
+            f.write(f"{k} = {results[k]}\n")
