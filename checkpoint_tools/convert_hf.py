@@ -27,9 +27,14 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("hf_dir", None, "Directory with config.json, vocab.txt and model.safetensors or pytorch_model.bin.")
-flags.DEFINE_string("output_dir", None, "Directory to create.")
-flags.DEFINE_bool("overwrite", False, "Replace output_dir if it exists.")
+
+
+def define_flags():
+    """Command-line flags; defined only when run as a program, so importing defines none."""
+    flags.DEFINE_string("hf_dir", None, "Directory with config.json, vocab.txt and model.safetensors or pytorch_model.bin.")
+    flags.DEFINE_string("output_dir", None, "Directory to create.")
+    flags.DEFINE_bool("overwrite", False, "Replace output_dir if it exists.")
+
 
 HF_ACTIVATIONS = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                   "gelu_fast": "gelu_tanh"}
@@ -267,4 +272,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

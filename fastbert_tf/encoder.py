@@ -70,6 +70,7 @@ class BertEncoder(tf.Module):
         Missing or extra keys, wrong shapes or a layer count that does not match raise ValueError.
         int8_mode 1/2 take a quantized checkpoint: use from_checkpoint.
         """
+        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
         if int8_mode:
             raise ValueError("int8_mode needs quantized weights and ranges: use BertEncoder.from_checkpoint "
                              "on a checkpoint written by checkpoint_tools/ckpt_quantization.py")
@@ -86,6 +87,61 @@ class BertEncoder(tf.Module):
         return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
                    dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
                    layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, name=name)
+
+    @classmethod
+    def from_checkpoint(cls, path, num_layer=None, head_num=None, dtype="float32", remove_padding=False,
+                        activation=None, layer_norm_eps=None, q_scaling=1.0, int8_mode=0, bert_config_file=None,
+                        name=None):
+        """The encoder of a Google-format BERT checkpoint (bert/encoder/...): float, or quantized by
+        checkpoint_tools/ckpt_quantization.py when int8_mode is 1 or 2 (the mode must match).
+
+        num_layer, head_num, activation and layer_norm_eps default to bert_config_file's, or to the
+        bert_config.json beside the checkpoint.
+        """
+        import json
+        from fastbert_tf import int8, modeling
+        from fastbert_tf.weights import key as layer_key
+        config_file = bert_config_file or int8.checkpoint_dir_config(path)
+        config = {}
+        if config_file:
+            with open(config_file) as f:
+                config = json.load(f)
+        num_layer = num_layer or config.get("num_hidden_layers")
+        head_num = head_num or config.get("num_attention_heads")
+        if not num_layer or not head_num:
+            raise ValueError("from_checkpoint: give num_layer and head_num, or a bert_config.json "
+                             f"(none found beside {path})")
+        activation = activation or modeling.ACTIVATIONS.get(config.get("hidden_act", "gelu"), "gelu_tanh")
+        layer_norm_eps = layer_norm_eps if layer_norm_eps is not None else config.get("layer_norm_eps", 1e-12)
+        if not int8_mode:
+            try:
+                reader = tf.train.load_checkpoint(path)
+            except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
+                raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+            if reader.has_tensor(int8.INT8_MODE_NAME):
+                raise ValueError(f"{path} is quantized: pass its int8_mode")
+            names = [n for n in reader.get_variable_to_shape_map() if n.startswith("bert/encoder/")
+                     and not modeling.is_training_state(n) and "_quantizer/" not in n]
+            weights = {n[len("bert/encoder/"):]: reader.get_tensor(n) for n in names}
+            return cls.from_weights(weights, num_layer, head_num, dtype, remove_padding, activation,
+                                    layer_norm_eps, q_scaling, name=name)
+        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
+        mode, layers, weights, scales = int8.read_int8_encoder(path, num_layer)
+        if mode != int8_mode:
+            raise ValueError(f"{path} was quantized for int8_mode {mode}, not {int8_mode}")
+        weights, hidden, inter = check_weights(weights, num_layer, head_num)
+        tf_dtype = as_dtype(dtype)
+        variables = {}
+        with tf.name_scope(name or "bert_encoder"):
+            for op_name, var_name, shape in LAYER_WEIGHTS:
+                stacked = np.stack([np.asarray(weights[layer_key(l, var_name)]) for l in range(num_layer)])
+                value = stacked.astype(np.int8) if len(shape) == 2 else stacked.astype(tf_dtype.as_numpy_dtype)
+                variables[op_name] = [tf.Variable(value, trainable=False, name=op_name)]
+            quant = [tf.Variable(s, trainable=False, name=f"quant_scales_{i}") for i, s in enumerate(scales)]
+        return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
+                   dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
+                   layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode, quant_scales=quant,
+                   name=name)
 
     def __call__(self, hidden_states, sequence_length):
         hidden_states = tf.convert_to_tensor(hidden_states)

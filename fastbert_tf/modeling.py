@@ -112,7 +112,8 @@ class BertModel(tf.Module):
             raise ValueError(f"int8_mode must be 0, 1 or 2, got {int8_mode!r}")
         self.use_fast_op = use_fast_op
         self.scope = scope or "bert"
-        self.quant_scales = []
+        self.quant_scales = []  # int8 modes: one float vector per layer (checkpoint_tools.quantization)
+        self.observer = None  # observer(layer, name, tensor) for the plain-TF encoder (INT8 calibration)
         c = self.config
         self.variables_by_name = {}
 
@@ -172,7 +173,9 @@ class BertModel(tf.Module):
                                           layer_norm_eps=c.layer_norm_eps,
                                           hidden_dropout_prob=c.hidden_dropout_prob if training else 0.0,
                                           attention_probs_dropout_prob=c.attention_probs_dropout_prob if training else 0.0,
-                                          training=training)
+                                          training=training, observer=self.observer)
+        if self.int8_mode and len(self.quant_scales) != c.num_hidden_layers:
+            raise ValueError("int8_mode needs the quantized weights: checkpoint_tools.quantization.load_into_model")
         lists = {op_name: [self.encoder_weights[key(l, name)] for l in range(c.num_hidden_layers)]
                  for op_name, name, _ in LAYER_WEIGHTS}
         return ops.fast_bert_encoder(
@@ -218,9 +221,11 @@ class BertModel(tf.Module):
 
 # ---------------------------------------------------------------- checkpoints
 
-def _is_training_state(name):
+def is_training_state(name):
+    """Optimizer slots and step counters in a checkpoint: not model weights."""
     last = name.split("/")[-1]
-    return name == "global_step" or last in ("adam_m", "adam_v") or "/Adam" in name or "Momentum" in last
+    return (name == "global_step" or last in ("adam_m", "adam_v") or "/Adam" in name or last.startswith("Momentum")
+            or "/LAMB" in name)
 
 
 def load_checkpoint(path, variables):
@@ -246,7 +251,7 @@ def load_checkpoint(path, variables):
         if dtypes[name] == tf.int8 and v.dtype != tf.int8:
             raise ValueError(f"checkpoint variable '{name}' is int8 (a quantized checkpoint): use int8_mode")
         v.assign(tf.cast(value, v.dtype))
-    return sorted(n for n in shapes if n not in variables and not _is_training_state(n))
+    return sorted(n for n in shapes if n not in variables and not is_training_state(n))
 
 
 def model_variables(model, extra=None):
@@ -274,5 +279,5 @@ def sequence_lengths(input_mask):
     return tf.reduce_sum(tf.cast(input_mask, tf.int32), axis=1)
 
 
-__all__ = ["BertConfig", "BertModel", "head_variable", "load_checkpoint", "model_variables", "save_checkpoint",
+__all__ = ["BertConfig", "BertModel", "head_variable", "is_training_state", "load_checkpoint", "model_variables", "save_checkpoint",
            "sequence_lengths"]

@@ -10,20 +10,24 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from fastbert_tf import modeling
+from fastbert_tf import int8, modeling
 from glue_squad.common import resolve_checkpoint
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model.")
-flags.DEFINE_string("init_checkpoint", None, "Google-format checkpoint.")
-flags.DEFINE_integer("batch_size", 8, "Batch size.")
-flags.DEFINE_integer("max_seq_length", 128, "Padded sequence length.")
-flags.DEFINE_float("avg_seq_len_ratio", 1.0, "Real tokens per sequence, as a share of max_seq_length (mean).")
-flags.DEFINE_enum("floatx", "float32", ["float32", "float16", "bfloat16"], "Dtype.")
-flags.DEFINE_bool("remove_padding", False, "Op with padding removal.")
-flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
-flags.DEFINE_integer("num_iter", 20, "Timed calls (median reported).")
-flags.DEFINE_integer("int8_mode", 0, "INT8 mode for the op (needs a quantized checkpoint).")
+
+
+def define_flags():
+    """Command-line flags; defined only when run as a program, so importing defines none."""
+    flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model.")
+    flags.DEFINE_string("init_checkpoint", None, "Google-format checkpoint.")
+    flags.DEFINE_integer("batch_size", 8, "Batch size.")
+    flags.DEFINE_integer("max_seq_length", 128, "Padded sequence length.")
+    flags.DEFINE_float("avg_seq_len_ratio", 1.0, "Real tokens per sequence, as a share of max_seq_length (mean).")
+    flags.DEFINE_enum("floatx", "float32", ["float32", "float16", "bfloat16"], "Dtype.")
+    flags.DEFINE_bool("remove_padding", False, "Op with padding removal.")
+    flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
+    flags.DEFINE_integer("num_iter", 20, "Timed calls (median reported).")
+    flags.DEFINE_integer("int8_mode", 0, "INT8 mode for the op (needs a quantized checkpoint).")
 
 
 def main(argv):
@@ -54,8 +58,7 @@ def main(argv):
                                        remove_padding=FLAGS.remove_padding and fast,
                                        int8_mode=FLAGS.int8_mode if fast else 0)
             if fast and FLAGS.int8_mode:
-                from checkpoint_tools import quantization
-                quantization.load_into_model(ckpt, model, FLAGS.int8_mode)
+                int8.load_into_model(ckpt, model, FLAGS.int8_mode)
                 variables = {n: v for n, v in model.variables_by_name.items() if "/encoder/" not in n}
             else:
                 variables = model.variables_by_name
@@ -84,4 +87,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

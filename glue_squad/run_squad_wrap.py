@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from fastbert_tf import bert_compat, modeling
+from fastbert_tf import bert_compat, int8, modeling
 from glue_squad import common
 
 FLAGS = flags.FLAGS
@@ -154,8 +154,7 @@ def main(argv):
         model = QAModel(config, is_training=False)
         variables = model.variables_by_name()
         if FLAGS.int8_mode:
-            from checkpoint_tools import quantization
-            quantization.load_into_model(common.resolve_checkpoint(checkpoint), model.bert, FLAGS.int8_mode)
+            int8.load_into_model(common.resolve_checkpoint(checkpoint), model.bert, FLAGS.int8_mode)
             variables = {n: v for n, v in variables.items() if "/encoder/" not in n}
         common.restore(checkpoint, variables)
         paths, ms = predict(model, examples, feats, FLAGS.output_dir)

@@ -2,6 +2,7 @@
 // implementation or the CUDA runner. No math here.
 #define EIGEN_USE_THREADS
 
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tf_ops/common/encoder_params.h"
+#include "tf_ops/common/quant_layout.h"
 #include "tf_ops/cpu/encoder_cpu.h"
 #if FASTBERT_WITH_CUDA
 #include "tf_ops/gpu_glue.h"
@@ -105,8 +107,8 @@ class FastBertEncoderOp : public OpKernel {
     OP_REQUIRES(c, dims_.q_scaling > 0.0f, InvalidArgument("q_scaling must be > 0, got ", dims_.q_scaling));
     OP_REQUIRES(c, dims_.layer_norm_eps >= 0.0f,
                 InvalidArgument("layer_norm_eps must be >= 0, got ", dims_.layer_norm_eps));
-    OP_REQUIRES(c, dims_.int8_mode == 0,
-                InvalidArgument("int8_mode must be 0 (INT8 execution is not built yet), got ", dims_.int8_mode));
+    OP_REQUIRES(c, dims_.int8_mode >= 0 && dims_.int8_mode <= 2,
+                InvalidArgument("int8_mode must be 0, 1 or 2, got ", dims_.int8_mode));
     DataType tw, tv;
     OP_REQUIRES_OK(c, c->GetAttr("Tw", &tw));
     OP_REQUIRES_OK(c, c->GetAttr("Tv", &tv));
@@ -162,6 +164,7 @@ class FastBertEncoderOp : public OpKernel {
   struct Weights {
     std::vector<Tensor> tensors[kNumWeightLists];
     bool stacked[kNumWeightLists];
+    std::vector<Tensor> quant;  // int8 modes: one float vector per layer (quant_layout.h)
   };
 
   ::tensorflow::Status CollectWeights(OpKernelContext* ctx, const EncoderDims& dims, Weights* w) {
@@ -204,6 +207,27 @@ class FastBertEncoderOp : public OpKernel {
         }
       }
     }
+    if (dims.int8_mode != 0) {
+      OpInputList quant;
+      TF_RETURN_IF_ERROR(ctx->input_list("quant_scales", &quant));
+      const int64_t want = QuantLayout(dims.int8_mode, H, I).total;
+      w->quant.resize(quant.size());
+      for (int l = 0; l < quant.size(); ++l) {
+        TF_RETURN_IF_ERROR(ResolveWeight(ctx, quant[l], "quant_scales", l, &w->quant[l]));
+        const Tensor& q = w->quant[l];
+        if (q.dtype() != ::tensorflow::DT_FLOAT || q.shape() != TensorShape({want})) {
+          return InvalidArgument("quant_scales[", l, "] must be float32 [", want, "] for int8_mode ", dims.int8_mode,
+                                 " (hidden ", H, ", inter_size ", I, "), got ", DataTypeString(q.dtype()), " ",
+                                 q.shape().DebugString());
+        }
+        const float* v = q.template flat<float>().data();
+        for (int64_t i = 0; i < want; ++i) {
+          if (!(std::isfinite(v[i]) && v[i] > 0.0f)) {
+            return InvalidArgument("quant_scales[", l, "][", i, "] = ", v[i], ": scales must be finite and > 0");
+          }
+        }
+      }
+    }
     return ::tensorflow::Status();
   }
 
@@ -220,7 +244,8 @@ class FastBertEncoderOp : public OpKernel {
       auto k = [&](int i) { return static_cast<const Tw*>(ptr(i)); };
       auto v = [&](int i) { return static_cast<const T*>(ptr(i)); };
       layers[l] = LayerWeights<T, Tw>{k(0), v(1),  k(2),  v(3),  k(4),  v(5),  k(6),  v(7),
-                                      v(8), v(9), k(10), v(11), k(12), v(13), v(14), v(15), nullptr};
+                                      v(8), v(9), k(10), v(11), k(12), v(13), v(14), v(15),
+                                      w.quant.empty() ? nullptr : w.quant[l].template flat<float>().data()};
     }
     return layers;
   }
@@ -229,11 +254,7 @@ class FastBertEncoderOp : public OpKernel {
   void Run(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths, const T* input,
            const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
     if constexpr (std::is_same<Device, CPUDevice>::value) {
-      if constexpr (std::is_same<Tw, int8_t>::value) {
-        ctx->SetStatus(::tensorflow::errors::Unimplemented("INT8 execution is not built yet"));
-      } else {
-        cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
-      }
+      cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
     } else {
 #if FASTBERT_WITH_CUDA
       OP_REQUIRES_OK(ctx, RunEncoderOnGpu(ctx, dims, lengths, input, layers, output));

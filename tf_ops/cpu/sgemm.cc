@@ -2,6 +2,8 @@
 
 #include "tf_ops/cpu/sgemm.h"
 
+#include "tf_ops/cpu/gemm_blocks.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -36,22 +38,6 @@ constexpr int64_t kKC = FB_KC;  // depth of one packed panel: a 16-column B sliv
 constexpr int64_t kMC = FB_MC;  // rows of a packed A block (in L2)
 constexpr int64_t kTaskN = FB_TN;  // columns of C per task
 constexpr int64_t kTaskM = FB_TM;  // rows of C per task
-
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-
-// Per-thread packing buffers, grown on demand and kept for the next call.
-float* ThreadBuffer(int which, size_t floats) {
-  thread_local std::unique_ptr<float, AlignedFree> buf[2];
-  thread_local size_t size[2] = {0, 0};
-  if (size[which] < floats) {
-    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    buf[which].reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    size[which] = floats;
-  }
-  return buf[which].get();
-}
 
 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 Load8(const Eigen::half* p) {
@@ -189,42 +175,22 @@ void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, co
   // Both operands are packed once per call (in parallel), so no block re-reads the unpacked
   // matrices; the buffers belong to the calling thread and are kept for its next call.
   const int64_t m_padded = (m + kMR - 1) / kMR * kMR, n_padded = (n + kNR - 1) / kNR * kNR;
-  float* apack = ThreadBuffer(0, m_padded * k);
-  float* bpack = ThreadBuffer(1, n_padded * k);
+  float* apack = static_cast<float*>(ThreadScratch(0, sizeof(float) * m_padded * k));
+  float* bpack = static_cast<float*>(ThreadScratch(1, sizeof(float) * n_padded * k));
   const int64_t chunks = (k + kKC - 1) / kKC;
-  const int64_t a_slivers = m_padded / kMR, b_slivers = n_padded / kNR;
-  // Pack in units of up to 8 slivers of one chunk.
-  const int64_t a_units = (a_slivers + 7) / 8, b_units = (b_slivers + 7) / 8;
-  d.parallelFor(chunks * (a_units + b_units), Eigen::TensorOpCost(4.0 * 8 * 16 * kKC, 4.0 * 8 * 16 * kKC, 8.0 * 16 * kKC),
-                [&](Eigen::Index first, Eigen::Index last) {
-    for (Eigen::Index u = first; u < last; ++u) {
-      const int64_t chunk = u / (a_units + b_units), r = u % (a_units + b_units);
-      const int64_t pc = chunk * kKC, kc = std::min(kKC, k - pc);
-      if (r < a_units) {
-        const int64_t i0 = r * 8 * kMR, i1 = std::min(m, i0 + 8 * kMR);
-        PackA(a + i0 * lda + pc, lda, i1 - i0, kc, apack + pc * m_padded + i0 * kc);
-      } else {
-        const int64_t j0 = (r - a_units) * 8 * kNR, j1 = std::min(n, j0 + 8 * kNR);
-        PackB(b + pc * ldb + j0, ldb, kc, j1 - j0, bpack + pc * n_padded + j0 * kc);
-      }
+  ParallelPack(d, chunks, m_padded / kMR, n_padded / kNR, 4.0 * kNR * kKC,
+               [&](bool is_a, int64_t first, int64_t last, int64_t chunk) {
+    const int64_t pc = chunk * kKC, kc = std::min(kKC, k - pc);
+    if (is_a) {
+      const int64_t i0 = first * kMR, i1 = std::min(m, last * kMR);
+      PackA(a + i0 * lda + pc, lda, i1 - i0, kc, apack + pc * m_padded + i0 * kc);
+    } else {
+      const int64_t j0 = first * kNR, j1 = std::min(n, last * kNR);
+      PackB(b + pc * ldb + j0, ldb, kc, j1 - j0, bpack + pc * n_padded + j0 * kc);
     }
   });
-  // Blocks of C; at least ~2 per thread so uneven blocks still balance.
-  const int64_t threads = std::max(1, d.numThreads());
-  const int64_t tiles_n = (n + kTaskN - 1) / kTaskN;
-  int64_t tiles_m = (m + kTaskM - 1) / kTaskM;
-  while (tiles_m * tiles_n < 2 * threads && (m + 2 * tiles_m - 1) / (2 * tiles_m) >= 4 * kMR) tiles_m *= 2;
-  const int64_t block_m = ((m + tiles_m - 1) / tiles_m + kMR - 1) / kMR * kMR;
-  const int64_t block_n = ((n + tiles_n - 1) / tiles_n + kNR - 1) / kNR * kNR;
-  const int64_t per_row = (n + block_n - 1) / block_n;
-  const int64_t tiles = ((m + block_m - 1) / block_m) * per_row;
-  const Eigen::TensorOpCost cost(4.0 * (block_m + block_n) * k, 4.0 * block_m * block_n,
-                                 2.0 * block_m * block_n * k / 16.0);
-  d.parallelFor(tiles, cost, [&](Eigen::Index first, Eigen::Index last) {
-    for (Eigen::Index t = first; t < last; ++t) {
-      const int64_t m0 = (t / per_row) * block_m, n0 = (t % per_row) * block_n;
-      ComputeBlock(m0, std::min(m, m0 + block_m), n0, std::min(n, n0 + block_n), m, n, k, apack, bpack, c, ldc);
-    }
+  ParallelBlocks(d, m, n, k, kMR, kNR, kTaskM, kTaskN, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    ComputeBlock(m0, m1, n0, n1, m, n, k, apack, bpack, c, ldc);
   });
 }
 

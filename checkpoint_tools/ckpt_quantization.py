@@ -1,0 +1,201 @@
+"""Quantizes a BERT checkpoint for FastBertEncoder's int8_mode 1 or 2.
+
+    python -m checkpoint_tools.ckpt_quantization --init_checkpoint out/mrpc_fp16/model.ckpt \\
+        --quantized_checkpoint out/mrpc_int8/model.ckpt --int8_mode 1 \\
+        --calib_data ../shared/data/mrpc --calib_task mrpc --vocab_file M/vocab.txt \\
+        --bert_config_file M/bert_config.json --calib_method percentile --percentile 99.99
+
+int8_mode 1: per-output-channel weight scales, activations per tensor at GEMM inputs, residuals and
+LayerNorm in float. int8_mode 2: per-tensor weight scales, and Q/K/V, the softmax output, the
+attention-output / intermediate / output GEMM results (one range per output channel) and the
+residual path are int8 too (faster on GPUs, a little less accurate).
+
+Activation ranges come from a QAT checkpoint when it has them (NVIDIA's names:
+.../{input,aftergemm,kernel}_quantizer/quant_max|quant_min, matmul_{q,k,v,a}_input_quantizer),
+otherwise from post-training calibration: --calib_data (a GLUE task directory with --calib_task,
+or a SQuAD json), --vocab_file, --bert_config_file, run through the plain-TF encoder in float32
+over the real tokens of --calib_batches batches; --calib_method max or percentile.
+
+The output format is described in checkpoint_tools/quantization.py and the README. The input is only
+read; the output is written beside its place and moved in; it may not be the input, nor exist
+(without --overwrite). A summary of the ranges (min / median / max over layers) is printed last.
+"""
+import os
+
+import numpy as np
+from absl import app, flags
+
+from checkpoint_tools import ckpt_io, quantization
+from fastbert_tf.weights import KERNEL_NAMES
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags; defined only when run as a program, so importing defines none."""
+    flags.DEFINE_string("init_checkpoint", None, "Input checkpoint prefix (float32, float16 or bfloat16).")
+    flags.DEFINE_string("quantized_checkpoint", None, "Output checkpoint prefix.")
+    flags.DEFINE_integer("int8_mode", None, "1 or 2.")
+    flags.DEFINE_string("bert_config_file", None, "bert_config.json (default: beside the checkpoint).")
+    flags.DEFINE_string("calib_data", None, "GLUE task directory or SQuAD json for calibration.")
+    flags.DEFINE_string("calib_task", None, "GLUE task of --calib_data: cola, mnli, mrpc or xnli.")
+    flags.DEFINE_string("vocab_file", None, "Vocabulary, for calibration.")
+    flags.DEFINE_bool("do_lower_case", True, "Lower-case the calibration text.")
+    flags.DEFINE_enum("calib_method", "max", ["max", "percentile", "mse"], "How a range is taken from the statistics.")
+    flags.DEFINE_float("percentile", 99.99, "For --calib_method percentile.")
+    flags.DEFINE_integer("calib_batches", 25, "Calibration batches.")
+    flags.DEFINE_integer("calib_batch_size", 8, "Calibration batch size.")
+    flags.DEFINE_integer("max_seq_length", 128, "Calibration sequence length.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output checkpoint.")
+
+
+def calibration_batches(config_path, calib_data, calib_task, vocab_file, max_seq_length, batch_size, batches,
+                        do_lower_case=True):
+    """(input_ids, input_mask, segment_ids) batches from the first examples of the data."""
+    import tensorflow as tf
+    from fastbert_tf import bert_compat
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)  # Google's converters log every example
+    if not vocab_file or not os.path.isfile(vocab_file):
+        raise ValueError(f"calibration needs --vocab_file (got {vocab_file!r})")
+    tokenizer = bert_compat.load("tokenization").FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+    n = batch_size * batches
+    if calib_data.endswith(".json"):
+        rs = bert_compat.load("run_squad")
+        feats = []
+        rs.convert_examples_to_features(rs.read_squad_examples(calib_data, is_training=False)[:n], tokenizer,
+                                        max_seq_length, 128, 64, False, feats.append)
+        feats = feats[:n]
+    else:
+        rc = bert_compat.load("run_classifier")
+        processors = {"cola": rc.ColaProcessor, "mnli": rc.MnliProcessor, "mrpc": rc.MrpcProcessor,
+                      "xnli": rc.XnliProcessor}
+        if calib_task not in processors:
+            raise ValueError(f"--calib_task must be one of {sorted(processors)} for a GLUE --calib_data")
+        proc = processors[calib_task]()
+        examples = proc.get_train_examples(calib_data)[:n]
+        feats = rc.convert_examples_to_features(examples, proc.get_labels(), max_seq_length, tokenizer)
+    if not feats:
+        raise ValueError(f"no calibration examples in {calib_data}")
+    arrays = [np.array([getattr(f, k) for f in feats], np.int32) for k in ("input_ids", "input_mask", "segment_ids")]
+    return [tuple(a[i:i + batch_size] for a in arrays) for i in range(0, len(feats), batch_size)]
+
+
+def calibrate(checkpoint, config, batches, method, percentile):
+    """{layer: {activation: amax}} of the float model (plain-TF encoder, float32) over the batches."""
+    import tensorflow as tf
+    from fastbert_tf import modeling
+    model = modeling.BertModel(config, False, floatx="float32", use_fast_op=False)
+    reader = tf.train.load_checkpoint(checkpoint)
+    modeling.load_checkpoint(checkpoint, {n: v for n, v in model.variables_by_name.items() if reader.has_tensor(n)})
+    cal = quantization.Calibrator(method, percentile)
+    model.observer = cal
+    passes = 1 if method == "max" else 2
+    for p in range(passes):
+        if p == 1:
+            cal.start_histograms()
+        for ids, mask, seg in batches:
+            cal.set_mask(mask)
+            model(ids, mask, seg)
+    return cal.ranges()
+
+
+def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, overwrite=False,
+                        calib_method="max", percentile=99.99):
+    """Writes the quantized checkpoint; calib: a callable returning calibration batches (or None).
+    Returns (activation ranges {layer: {name: amax}}, kernel scales {layer: {kernel: scales}})."""
+    import tensorflow as tf
+    if int8_mode not in (1, 2):
+        raise ValueError(f"--int8_mode must be 1 or 2, got {int8_mode}")
+    ckpt_io.check_output(init_checkpoint, output, overwrite)
+    reader, shapes, dtypes = ckpt_io.read(init_checkpoint)
+    first = "bert/encoder/layer_0/attention/self/query/kernel"
+    if first not in shapes:
+        raise ValueError(f"{init_checkpoint} is not a BERT checkpoint (no '{first}')")
+    if reader.has_tensor(quantization.INT8_MODE_NAME) or dtypes[first] == tf.int8:
+        raise ValueError(f"{init_checkpoint} is quantized already")
+    layers = config.num_hidden_layers
+    if f"bert/encoder/layer_{layers - 1}/output/LayerNorm/gamma" not in shapes:
+        raise ValueError(f"{init_checkpoint} has fewer than num_hidden_layers={layers} layers")
+    acts, qat_kernels = quantization.qat_ranges(reader, layers)
+    missing = quantization.missing_ranges(acts, int8_mode)
+    if missing:
+        if calib is None:
+            layer, name = missing[0]
+            raise ValueError(f"{init_checkpoint} has no range for '{name}' (layer {layer}) and {len(missing) - 1} "
+                             "more: give calibration data (--calib_data, --vocab_file)")
+        calibrated = calibrate(init_checkpoint, config, calib(), calib_method, percentile)
+        for layer in range(layers):
+            for name, amax in calibrated.get(layer, {}).items():
+                acts[layer].setdefault(name, amax)
+    hidden, inter = config.hidden_size, config.intermediate_size
+    for layer in range(layers):  # mode 1 never reads the mode-2-only ranges; keep them well-defined
+        for name in quantization.QUANT_ACTIVATIONS:
+            acts[layer].setdefault(name, 1.0)
+            if int8_mode == 2 and name in quantization.PER_CHANNEL:  # a QAT range is per tensor
+                n = quantization.channels(name, hidden, inter)
+                acts[layer][name] = np.broadcast_to(np.asarray(acts[layer][name], np.float32), (n,)).copy()
+
+    values, kernel_scales = {}, {}
+    for name in shapes:
+        if ckpt_io.is_training_state(name) or "_quantizer/" in name:
+            continue  # optimizer state and QAT quantizers are consumed here
+        values[name] = reader.get_tensor(name)
+    for layer in range(layers):
+        kernel_scales[layer] = {}
+        base = f"bert/encoder/layer_{layer}/"
+        for kname in KERNEL_NAMES:
+            kernel = np.asarray(reader.get_tensor(base + kname), np.float32)
+            q, scales = quantization.quantize_kernel(kernel, int8_mode, qat_kernels[layer][kname])
+            values[base + kname] = q
+            values[base + kname + "_scale"] = scales
+            kernel_scales[layer][kname] = scales
+        for name in quantization.QUANT_ACTIVATIONS:
+            amax = np.asarray(acts[layer][name], np.float32)
+            values[base + f"quant/{name}_amax"] = amax if int8_mode == 2 and name in quantization.PER_CHANNEL \
+                else np.float32(np.max(amax))
+    values[quantization.INT8_MODE_NAME] = np.int32(int8_mode)
+    ckpt_io.write(values, output)
+    return acts, kernel_scales
+
+
+def summary(acts, kernel_scales, int8_mode):
+    names = quantization.MODE1_ACTIVATIONS if int8_mode == 1 else quantization.QUANT_ACTIVATIONS
+    lines = [f"{'range':36s} {'min':>10s} {'median':>10s} {'max':>10s}"]
+    for name in names:
+        v = np.concatenate([np.asarray(acts[layer][name], np.float32).reshape(-1) for layer in sorted(acts)])
+        lines.append(f"{name + '_amax':36s} {v.min():10.4g} {np.median(v):10.4g} {v.max():10.4g}")
+    for kname in KERNEL_NAMES:
+        v = np.concatenate([kernel_scales[layer][kname] for layer in sorted(kernel_scales)]) * 127
+        lines.append(f"{kname + ' amax':36s} {v.min():10.4g} {np.median(v):10.4g} {v.max():10.4g}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    from fastbert_tf import modeling
+    for name in ("init_checkpoint", "quantized_checkpoint", "int8_mode"):
+        if getattr(FLAGS, name) is None:
+            raise app.UsageError(f"--{name} is required")
+    config_file = FLAGS.bert_config_file or quantization.checkpoint_dir_config(FLAGS.init_checkpoint)
+    if not config_file:
+        raise app.UsageError("--bert_config_file is required (none beside the checkpoint)")
+    try:
+        config = modeling.BertConfig.from_json_file(config_file)
+        calib = None
+        if FLAGS.calib_data:
+            if not os.path.exists(FLAGS.calib_data):
+                raise ValueError(f"--calib_data {FLAGS.calib_data} does not exist")
+            calib = lambda: calibration_batches(  # noqa: E731
+                config_file, FLAGS.calib_data, FLAGS.calib_task, FLAGS.vocab_file, FLAGS.max_seq_length,
+                FLAGS.calib_batch_size, FLAGS.calib_batches, FLAGS.do_lower_case)
+        acts, kscales = quantize_checkpoint(FLAGS.init_checkpoint, FLAGS.quantized_checkpoint, FLAGS.int8_mode,
+                                            config, calib, FLAGS.overwrite, FLAGS.calib_method, FLAGS.percentile)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    print(f"wrote {FLAGS.quantized_checkpoint} (int8_mode {FLAGS.int8_mode})")
+    print(summary(acts, kscales, FLAGS.int8_mode))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
