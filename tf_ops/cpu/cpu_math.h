@@ -3,6 +3,7 @@
 
 #define EIGEN_USE_THREADS
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -34,6 +35,38 @@ RowVector ToFloat(const T* p, Index n) {
   RowVector v(n);
   for (Index i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
   return v;
+}
+
+// x = the input rows as float32, packed when dims.remove_padding (row cu[b] + t), else all B*S rows.
+template <typename T>
+void WidenInput(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
+                const int32_t* cu, const T* input, float* x) {
+  const int S = dims.seq_len;
+  const Index H = dims.hidden;
+  ParallelRows(d, Index{dims.batch} * S, H, [&](Index r) {
+    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
+    if (dims.remove_padding && t >= seq_len[b]) return;
+    float* out = x + (dims.remove_padding ? Index{cu[b]} + t : r) * H;
+    for (Index i = 0; i < H; ++i) out[i] = static_cast<float>(input[r * H + i]);
+  });
+}
+
+// output = x narrowed back to T and unpacked, zeros at and past each sequence's length.
+template <typename T>
+void NarrowOutput(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
+                  const int32_t* cu, const float* x, T* output) {
+  const int S = dims.seq_len;
+  const Index H = dims.hidden;
+  ParallelRows(d, Index{dims.batch} * S, H, [&](Index r) {
+    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
+    T* out = output + r * H;
+    if (t >= seq_len[b]) {
+      std::fill(out, out + H, T(0.0f));
+      return;
+    }
+    const float* src = x + (dims.remove_padding ? Index{cu[b]} + t : r) * H;
+    for (Index i = 0; i < H; ++i) out[i] = static_cast<T>(src[i]);
+  });
 }
 
 // c[m, n] = a[m, k] * b[k, n], all row-major and dense.

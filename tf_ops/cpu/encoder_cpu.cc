@@ -68,29 +68,11 @@ void RunEncoder(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const
   for (auto* buf : {&s.x, &s.q, &s.k, &s.v, &s.ctx, &s.tmp, &s.x1}) buf->resize(rows * H);
   s.inter.resize(rows * dims.inter_size);
 
-  // Widen (and pack) the input rows.
-  ParallelRows(d, Index{B} * S, H, [&](Index r) {
-    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
-    if (dims.remove_padding && t >= seq_len[b]) return;
-    const Index dst = dims.remove_padding ? Index{cu[b]} + t : r;
-    const T* src = input + r * H;
-    float* out = s.x.data() + dst * H;
-    for (Index i = 0; i < H; ++i) out[i] = static_cast<float>(src[i]);
-  });
+  WidenInput(d, dims, seq_len, cu.data(), input, s.x.data());
 
   for (const auto& w : layers) Layer(d, dims, seq_len, cu.data(), w, rows, s);
 
-  // Narrow back, zeros on the padding.
-  ParallelRows(d, Index{B} * S, H, [&](Index r) {
-    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
-    T* out = output + r * H;
-    if (t >= seq_len[b]) {
-      std::fill(out, out + H, T(0.0f));
-      return;
-    }
-    const float* src = s.x.data() + (dims.remove_padding ? Index{cu[b]} + t : r) * H;
-    for (Index i = 0; i < H; ++i) out[i] = static_cast<T>(src[i]);
-  });
+  NarrowOutput(d, dims, seq_len, cu.data(), s.x.data(), output);
 }
 
 template <typename T>

@@ -134,12 +134,7 @@ void RunEncoderInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, c
   }
   const Vec<T> zeros(H, T(0.0f));
 
-  ParallelRows(d, Index{B} * S, H, [&](Index r) {
-    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
-    if (dims.remove_padding && t >= seq_len[b]) return;
-    const Index dst = dims.remove_padding ? Index{cu[b]} + t : r;
-    for (Index i = 0; i < H; ++i) s.x[dst * H + i] = static_cast<float>(input[r * H + i]);
-  });
+  WidenInput(d, dims, seq_len, cu.data(), input, s.x.data());
 
   // GEMM of already quantized s.aq (scale a_scale) with an int8 kernel, dequantized into out.
   auto gemm = [&](Index k, Index n, const int8_t* w, float a_scale, const float* w_scale, const float* requant,
@@ -190,16 +185,7 @@ void RunEncoderInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, c
                              w.out_ln_beta, dims.layer_norm_eps, rows, H, s.x.data());
   }
 
-  ParallelRows(d, Index{B} * S, H, [&](Index r) {
-    const int b = static_cast<int>(r / S), t = static_cast<int>(r % S);
-    T* out = output + r * H;
-    if (t >= seq_len[b]) {
-      std::fill(out, out + H, T(0.0f));
-      return;
-    }
-    const float* src = s.x.data() + (dims.remove_padding ? Index{cu[b]} + t : r) * H;
-    for (Index i = 0; i < H; ++i) out[i] = static_cast<T>(src[i]);
-  });
+  NarrowOutput(d, dims, seq_len, cu.data(), s.x.data(), output);
 }
 
 template <>
