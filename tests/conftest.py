@@ -62,16 +62,28 @@ TOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 NP_DTYPE = {"float32": np.float32, "float16": np.float16, "bfloat16": tf.bfloat16.as_numpy_dtype}
 
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+def _shared_dir():
+    """The workplace's shared assets: $FASTBERT_SHARED, ../shared beside the checkout, or /work/shared."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.environ.get("FASTBERT_SHARED"), os.path.join(root, "..", "shared"), "/work/shared"):
+        if candidate and os.path.isdir(os.path.join(candidate, "models", "minilm-l6-mrpc")):
+            return os.path.abspath(candidate)
+    return os.path.join(root, "..", "shared")
+
+
+SHARED = _shared_dir()
 MINILM = os.path.join(SHARED, "models", "minilm-l6-mrpc")
 MRPC = os.path.join(SHARED, "data", "mrpc")
+HAVE_SHARED = os.path.isdir(MINILM) and os.path.isdir(MRPC)
+needs_shared = pytest.mark.skipif(not HAVE_SHARED, reason=f"shared model and data not found at {SHARED} "
+                                  "(set FASTBERT_SHARED)")
 
 
 @pytest.fixture(scope="session")
 def converted_minilm(tmp_path_factory):
     """The shared MiniLM-L6 MRPC model converted to a Google checkpoint (once per session)."""
-    if not os.path.isdir(MINILM):
-        pytest.skip(f"{MINILM} is not available")
+    if not HAVE_SHARED:
+        pytest.skip(f"shared model and data not found at {SHARED} (set FASTBERT_SHARED)")
     from checkpoint_tools import convert_hf
     out = str(tmp_path_factory.mktemp("models") / "minilm")
     convert_hf.convert(MINILM, out)

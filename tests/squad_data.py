@@ -6,9 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
-MRPC = os.path.join(SHARED, "data", "mrpc")
-MODEL = os.path.join(SHARED, "models", "minilm-l6-mrpc")
+from conftest import MRPC
 
 
 def mrpc_rows(split="dev"):

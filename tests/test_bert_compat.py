@@ -5,7 +5,7 @@ import absl.flags
 import numpy as np
 import tensorflow as tf
 
-from conftest import MINILM, MRPC
+from conftest import MINILM, MRPC, needs_shared
 from fastbert_tf import bert_compat
 
 
@@ -22,6 +22,7 @@ def test_loads_without_touching_tensorflow():
     assert bert_compat.load("run_squad") is rs
 
 
+@needs_shared
 def test_tokenizer_and_processor_on_real_data():
     tok = bert_compat.load("tokenization").FullTokenizer(f"{MINILM}/vocab.txt", do_lower_case=True)
     assert tok.tokenize("Tab shares jumped 20 cents, or 4.6%.") == \

@@ -15,7 +15,9 @@ import tensorflow as tf
 from safetensors.numpy import load_file, save_file
 
 from checkpoint_tools import convert_hf
-from conftest import MINILM
+from conftest import MINILM, needs_shared
+
+pytestmark = needs_shared
 
 
 def dir_hash(path):
