@@ -5,8 +5,6 @@ import tempfile
 
 import numpy as np
 
-from fastbert_tf.modeling import is_training_state  # noqa: F401  (re-exported for the tools)
-
 
 def read(prefix):
     """(reader, {name: shape}, {name: tf.DType}); ValueError if prefix is not a checkpoint."""

@@ -26,6 +26,8 @@ import numpy as np
 from absl import app, flags
 
 from checkpoint_tools import ckpt_io, quantization
+from fastbert_tf import int8
+from fastbert_tf.modeling import is_training_state
 from fastbert_tf.weights import KERNEL_NAMES
 
 FLAGS = flags.FLAGS
@@ -49,7 +51,7 @@ def define_flags():
     flags.DEFINE_bool("overwrite", False, "Replace an existing output checkpoint.")
 
 
-def calibration_batches(config_path, calib_data, calib_task, vocab_file, max_seq_length, batch_size, batches,
+def calibration_batches(calib_data, calib_task, vocab_file, max_seq_length, batch_size, batches,
                         do_lower_case=True):
     """(input_ids, input_mask, segment_ids) batches from the first examples of the data."""
     import tensorflow as tf
@@ -111,7 +113,7 @@ def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, 
     first = "bert/encoder/layer_0/attention/self/query/kernel"
     if first not in shapes:
         raise ValueError(f"{init_checkpoint} is not a BERT checkpoint (no '{first}')")
-    if reader.has_tensor(quantization.INT8_MODE_NAME) or dtypes[first] == tf.int8:
+    if reader.has_tensor(int8.INT8_MODE_NAME) or dtypes[first] == tf.int8:
         raise ValueError(f"{init_checkpoint} is quantized already")
     layers = config.num_hidden_layers
     if f"bert/encoder/layer_{layers - 1}/output/LayerNorm/gamma" not in shapes:
@@ -129,15 +131,15 @@ def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, 
                 acts[layer].setdefault(name, amax)
     hidden, inter = config.hidden_size, config.intermediate_size
     for layer in range(layers):  # mode 1 never reads the mode-2-only ranges; keep them well-defined
-        for name in quantization.QUANT_ACTIVATIONS:
+        for name in int8.QUANT_ACTIVATIONS:
             acts[layer].setdefault(name, 1.0)
-            if int8_mode == 2 and name in quantization.PER_CHANNEL:  # a QAT range is per tensor
-                n = quantization.channels(name, hidden, inter)
+            if int8_mode == 2 and name in int8.PER_CHANNEL:  # a QAT range is per tensor
+                n = int8.channels(name, hidden, inter)
                 acts[layer][name] = np.broadcast_to(np.asarray(acts[layer][name], np.float32), (n,)).copy()
 
     values, kernel_scales = {}, {}
     for name in shapes:
-        if ckpt_io.is_training_state(name) or "_quantizer/" in name:
+        if is_training_state(name) or "_quantizer/" in name:
             continue  # optimizer state and QAT quantizers are consumed here
         values[name] = reader.get_tensor(name)
     for layer in range(layers):
@@ -149,17 +151,17 @@ def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, 
             values[base + kname] = q
             values[base + kname + "_scale"] = scales
             kernel_scales[layer][kname] = scales
-        for name in quantization.QUANT_ACTIVATIONS:
+        for name in int8.QUANT_ACTIVATIONS:
             amax = np.asarray(acts[layer][name], np.float32)
-            values[base + f"quant/{name}_amax"] = amax if int8_mode == 2 and name in quantization.PER_CHANNEL \
+            values[base + f"quant/{name}_amax"] = amax if int8_mode == 2 and name in int8.PER_CHANNEL \
                 else np.float32(np.max(amax))
-    values[quantization.INT8_MODE_NAME] = np.int32(int8_mode)
+    values[int8.INT8_MODE_NAME] = np.int32(int8_mode)
     ckpt_io.write(values, output)
     return acts, kernel_scales
 
 
 def summary(acts, kernel_scales, int8_mode):
-    names = quantization.MODE1_ACTIVATIONS if int8_mode == 1 else quantization.QUANT_ACTIVATIONS
+    names = int8.MODE1_ACTIVATIONS if int8_mode == 1 else int8.QUANT_ACTIVATIONS
     lines = [f"{'range':36s} {'min':>10s} {'median':>10s} {'max':>10s}"]
     for name in names:
         v = np.concatenate([np.asarray(acts[layer][name], np.float32).reshape(-1) for layer in sorted(acts)])
@@ -176,7 +178,7 @@ def main(argv):
     for name in ("init_checkpoint", "quantized_checkpoint", "int8_mode"):
         if getattr(FLAGS, name) is None:
             raise app.UsageError(f"--{name} is required")
-    config_file = FLAGS.bert_config_file or quantization.checkpoint_dir_config(FLAGS.init_checkpoint)
+    config_file = FLAGS.bert_config_file or int8.checkpoint_dir_config(FLAGS.init_checkpoint)
     if not config_file:
         raise app.UsageError("--bert_config_file is required (none beside the checkpoint)")
     try:
@@ -186,7 +188,7 @@ def main(argv):
             if not os.path.exists(FLAGS.calib_data):
                 raise ValueError(f"--calib_data {FLAGS.calib_data} does not exist")
             calib = lambda: calibration_batches(  # noqa: E731
-                config_file, FLAGS.calib_data, FLAGS.calib_task, FLAGS.vocab_file, FLAGS.max_seq_length,
+                FLAGS.calib_data, FLAGS.calib_task, FLAGS.vocab_file, FLAGS.max_seq_length,
                 FLAGS.calib_batch_size, FLAGS.calib_batches, FLAGS.do_lower_case)
         acts, kscales = quantize_checkpoint(FLAGS.init_checkpoint, FLAGS.quantized_checkpoint, FLAGS.int8_mode,
                                             config, calib, FLAGS.overwrite, FLAGS.calib_method, FLAGS.percentile)

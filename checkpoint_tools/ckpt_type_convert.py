@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from checkpoint_tools import ckpt_io
+from fastbert_tf.modeling import is_training_state
 
 FLAGS = flags.FLAGS
 
@@ -42,7 +43,7 @@ def convert(init_checkpoint, output, to="float16", keep_optimizer_slots=False, o
     target = tf.as_dtype(to).as_numpy_dtype
     values, counts = {}, collections.Counter()
     for name in sorted(shapes):
-        if ckpt_io.is_training_state(name) and name != "global_step":
+        if is_training_state(name) and name != "global_step":
             if not keep_optimizer_slots:
                 counts["dropped"] += 1
                 continue

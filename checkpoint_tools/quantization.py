@@ -2,9 +2,7 @@
 calibration. The format and the rounding are fastbert_tf.int8's."""
 import numpy as np
 
-from fastbert_tf.int8 import (INT8_MODE_NAME, MODE1_ACTIVATIONS, PER_CHANNEL, QUANT_ACTIVATIONS,  # noqa: F401
-                              channels, checkpoint_dir_config, dequantize, load_into_model, quant_layout,
-                              quant_vector, quantize, read_int8_encoder, scale_of)
+from fastbert_tf.int8 import MODE1_ACTIVATIONS, PER_CHANNEL, QUANT_ACTIVATIONS, quantize, scale_of
 from fastbert_tf.weights import KERNEL_NAMES
 
 

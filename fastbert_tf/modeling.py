@@ -175,7 +175,7 @@ class BertModel(tf.Module):
                                           attention_probs_dropout_prob=c.attention_probs_dropout_prob if training else 0.0,
                                           training=training, observer=self.observer)
         if self.int8_mode and len(self.quant_scales) != c.num_hidden_layers:
-            raise ValueError("int8_mode needs the quantized weights: checkpoint_tools.quantization.load_into_model")
+            raise ValueError("int8_mode needs the quantized weights: fastbert_tf.int8.load_into_model")
         lists = {op_name: [self.encoder_weights[key(l, name)] for l in range(c.num_hidden_layers)]
                  for op_name, name, _ in LAYER_WEIGHTS}
         return ops.fast_bert_encoder(

@@ -79,6 +79,12 @@ def restore(path, variables):
     return unused
 
 
+def restore_present(path, variables):
+    """Before fine-tuning: the variables the checkpoint has (a fresh task head may be missing)."""
+    reader = tf.train.load_checkpoint(resolve_checkpoint(path))
+    return restore(path, {n: v for n, v in variables.items() if reader.has_tensor(n)})
+
+
 def inference_model(config, is_training=False):
     return modeling.BertModel(config, is_training=is_training, floatx=FLAGS.floatx,
                               remove_padding=FLAGS.remove_padding, int8_mode=FLAGS.int8_mode,

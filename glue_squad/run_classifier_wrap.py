@@ -110,10 +110,7 @@ def run_train(config, processor, label_list, tokenizer):
     tf.random.set_seed(FLAGS.seed)
     model = Classifier(config, len(label_list), is_training=True)
     if FLAGS.init_checkpoint:  # the encoder from the checkpoint; the head too if it has one
-        reader = tf.train.load_checkpoint(common.resolve_checkpoint(FLAGS.init_checkpoint))
-        names = model.variables_by_name()
-        present = {n: v for n, v in names.items() if reader.has_tensor(n)}
-        common.restore(FLAGS.init_checkpoint, present)
+        common.restore_present(FLAGS.init_checkpoint, model.variables_by_name())
     dataset = (tf.data.Dataset.from_tensor_slices(data).repeat()
                .shuffle(min(len(examples), 10000), seed=FLAGS.seed).batch(FLAGS.train_batch_size, drop_remainder=True))
     path, losses = common.train(model.bert, model.head, model.loss, dataset, steps, FLAGS.output_dir)

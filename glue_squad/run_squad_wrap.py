@@ -141,9 +141,7 @@ def main(argv):
         tf.random.set_seed(FLAGS.seed)
         model = QAModel(config, is_training=True)
         if FLAGS.init_checkpoint:
-            reader = tf.train.load_checkpoint(common.resolve_checkpoint(FLAGS.init_checkpoint))
-            common.restore(FLAGS.init_checkpoint,
-                           {n: v for n, v in model.variables_by_name().items() if reader.has_tensor(n)})
+            common.restore_present(FLAGS.init_checkpoint, model.variables_by_name())
         dataset = (tf.data.Dataset.from_tensor_slices(arrays(feats, True)).repeat()
                    .shuffle(min(len(feats), 10000), seed=FLAGS.seed).batch(FLAGS.train_batch_size, drop_remainder=True))
         checkpoint, losses = common.train(model.bert, model.head, model.loss, dataset, steps, FLAGS.output_dir)

@@ -10,7 +10,7 @@ import tensorflow as tf
 import fastbert_tf as fb
 from checkpoint_tools import ckpt_io, ckpt_quantization, ckpt_type_convert, quantization
 from conftest import MRPC
-from fastbert_tf import modeling
+from fastbert_tf import int8, modeling
 from test_glue_squad import REFERENCE, classifier, results, run
 
 
@@ -109,7 +109,7 @@ def test_qat_ranges_are_used(converted_minilm, tmp_path):
     ckpt_quantization.quantize_checkpoint(prefix, out, 2, config)
     r = tf.train.load_checkpoint(out)
     assert not any("_quantizer" in n for n in r.get_variable_to_shape_map())
-    assert r.get_tensor(quantization.INT8_MODE_NAME) == 2
+    assert r.get_tensor(int8.INT8_MODE_NAME) == 2
     for (layer, name), amax in expected.items():
         got = r.get_tensor(f"bert/encoder/layer_{layer}/quant/{name}_amax")
         np.testing.assert_allclose(got, amax)  # per-channel names broadcast the per-tensor QAT range

@@ -77,13 +77,23 @@ def test_op_matches_numpy_int8(mode, remove_padding, shape):
     assert close.mean() > 0.999
 
 
-def test_int8_bad_inputs():
+@pytest.fixture
+def small_int8():
+    """A one-layer int8_mode 1 model: (x, lens, op weight lists, quant vectors)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 64)).astype(np.float32)
     lens = np.array([5, 2], np.int32)
     qw, quant = quantized_model(rng, 1, 64, 2, 128, 1, x, lens)
     lists = {op: [tf.constant(qw[key(0, name)])] for op, name, _ in LAYER_WEIGHTS}
-    kw = dict(num_layer=1, head_num=2, size_per_head=32, inter_size=128, int8_mode=1)
+    return x, lens, lists, quant
+
+
+SMALL = dict(num_layer=1, head_num=2, size_per_head=32, inter_size=128, int8_mode=1)
+
+
+def test_int8_bad_inputs(small_int8):
+    x, lens, lists, quant = small_int8
+    kw = SMALL
     with pytest.raises(tf.errors.InvalidArgumentError, match="quant_scales\\[0\\] must be float32 \\["):
         fb.fast_bert_encoder(x, lens, lists, [tf.constant(quant[0][:-1])], **kw)
     bad = quant[0].copy()
@@ -95,17 +105,12 @@ def test_int8_bad_inputs():
     with pytest.raises(ValueError, match="query_kernel\\[0\\] is int8.*int8_mode=0"):
         fb.fast_bert_encoder(x, lens, lists, **dict(kw, int8_mode=0))
     with pytest.raises(ValueError, match="int8_mode must be 0, 1 or 2"):
-        fb.BertEncoder.from_weights(random_weights(rng, 1, 64, 128), 1, 2, int8_mode=3)
+        fb.BertEncoder.from_weights(random_weights(np.random.default_rng(1), 1, 64, 128), 1, 2, int8_mode=3)
 
 
 @pytest.mark.gpu
-def test_int8_on_gpu_is_a_clear_error():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
-    lens = np.array([5, 2], np.int32)
-    qw, quant = quantized_model(rng, 1, 64, 2, 128, 1, x, lens)
-    lists = {op: [tf.constant(qw[key(0, name)])] for op, name, _ in LAYER_WEIGHTS}
+def test_int8_on_gpu_is_a_clear_error(small_int8):
+    x, lens, lists, quant = small_int8
     with tf.device("/GPU:0"):
         with pytest.raises(tf.errors.UnimplementedError, match="runs on the CPU only"):
-            fb.fast_bert_encoder(tf.constant(x), lens, lists, [tf.constant(quant[0])], num_layer=1, head_num=2,
-                                 size_per_head=32, inter_size=128, int8_mode=1)
+            fb.fast_bert_encoder(tf.constant(x), lens, lists, [tf.constant(quant[0])], **SMALL)
