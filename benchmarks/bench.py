@@ -1,7 +1,8 @@
 """Side-by-side timing of the BERT encoder: plain TF, TF-XLA, the op, the op with remove_padding.
 
-Each variant runs --passes encoder passes inside one tf.function (a tf.while_loop feeding each pass's
-output into the next), timed --repeats times; the table shows the median ms per pass.
+Each variant runs --passes encoder passes inside one tf.function, each pass's output feeding the next
+(XLA: a compiled tf.while_loop; the others: unrolled, see make_loop), timed --repeats times with
+the variants taking turns; the table shows the median ms per pass.
 
     python -m benchmarks.bench                                  # CPU: BERT-base fp32, B=8 S=128
     python -m benchmarks.bench --device gpu --dtype float16 --grid seed --json benchmarks/results/h200.json
@@ -66,20 +67,43 @@ def build_variants(weights, dtype, names):
     return encoders
 
 
-def time_variant(encoder, x, lens, passes, repeats, jit):
+def make_loop(encoder, passes, jit):
+    """One tf.function running `passes` encoder passes, each pass's output feeding the next.
+
+    XLA gets a tf.while_loop, which it compiles whole (no per-pass host work). The others get
+    the passes unrolled: in an uncompiled tf.while_loop every captured variable handle is a loop
+    variable whose Enter/Merge/Switch/NextIteration nodes run on every pass (measured on the H200:
+    ~150-250 us per pass for the op's 16 handles), which no serving graph pays.
+    """
     import tensorflow as tf
 
-    @tf.function(jit_compile=jit)
-    def loop(x, lens):
-        return tf.while_loop(lambda i, h: i < passes, lambda i, h: (i + 1, encoder(h, lens)),
-                             (tf.constant(0), x), parallel_iterations=1)[1]
+    if jit:
+        @tf.function(jit_compile=True)
+        def loop(x, lens):
+            return tf.while_loop(lambda i, h: i < passes, lambda i, h: (i + 1, encoder(h, lens)),
+                                 (tf.constant(0), x), parallel_iterations=1)[1]
+    else:
+        @tf.function
+        def loop(x, lens):
+            h = x
+            for _ in range(passes):
+                h = encoder(h, lens)
+            return h
+    return loop
 
-    loop(x, lens).numpy()  # trace, compile, warm up
-    times = []
+
+def time_variants(encoders, inputs, passes, repeats):
+    """Median ms per pass of each variant; the repeats take turns, so drift hits all alike."""
+    loops = {}
+    for name, encoder in encoders.items():
+        loops[name] = make_loop(encoder, passes, jit=(name == "xla"))
+        loops[name](*inputs[name]).numpy()  # trace, compile, warm up
+    times = {name: [] for name in encoders}
     for _ in range(repeats):
-        start = time.perf_counter()
-        loop(x, lens).numpy()
-        times.append((time.perf_counter() - start) * 1e3 / passes)
+        for name, loop in loops.items():
+            start = time.perf_counter()
+            loop(*inputs[name]).numpy()
+            times[name].append((time.perf_counter() - start) * 1e3 / passes)
     return times
 
 
@@ -116,11 +140,12 @@ def main(argv):
                 full = tf.constant(np.full([batch], seq_len, np.int32))
                 half = tf.constant(half_lengths(batch, seq_len))
             row = {"batch": batch, "seq_len": seq_len, "avg_len_rp": float(np.mean(half.numpy()))}
+            inputs = {name: (x, half if name == "op_rp" else full) for name in FLAGS.variants}
+            times = time_variants({name: encoders[name] for name in FLAGS.variants}, inputs, passes,
+                                  FLAGS.repeats)
             for name in FLAGS.variants:
-                lens = half if name == "op_rp" else full
-                times = time_variant(encoders[name], x, lens, passes, FLAGS.repeats, jit=(name == "xla"))
-                row[name] = statistics.median(times)
-                row[name + "_all"] = times
+                row[name] = statistics.median(times[name])
+                row[name + "_all"] = times[name]
             results.append(row)
             print(format_row(row), flush=True)
     print_table(results)
@@ -128,6 +153,7 @@ def main(argv):
         meta = {"device": device_name(FLAGS.device), "host": platform.node(), "dtype": FLAGS.dtype,
                 "num_layer": FLAGS.num_layer, "hidden": hidden, "head_num": FLAGS.head_num,
                 "inter_size": FLAGS.inter_size, "activation": FLAGS.activation, "passes": passes,
+                "loop": "xla: compiled tf.while_loop; tf, op, op_rp: passes unrolled in one tf.function",
                 "repeats": FLAGS.repeats, "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)

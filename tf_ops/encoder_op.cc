@@ -137,6 +137,11 @@ class FastBertEncoderOp : public OpKernel {
     OP_REQUIRES(ctx, seq_len.dims() == 1 && seq_len.dim_size(0) == hidden.dim_size(0),
                 InvalidArgument("sequence_length must be [batch] = [", hidden.dim_size(0), "], got shape ",
                                 seq_len.shape().DebugString()));
+    // Before anything reads the scales on the host: on the GPU they live in device memory.
+    constexpr bool kOnCpu = std::is_same<Device, CPUDevice>::value;
+    OP_REQUIRES(ctx, dims_.int8_mode == 0 || kOnCpu,
+                ::tensorflow::errors::Unimplemented("int8_mode ", dims_.int8_mode,
+                                                    " runs on the CPU only for now (place the op on /CPU:0)"));
     EncoderDims dims = dims_;
     dims.batch = static_cast<int>(hidden.dim_size(0));
     dims.seq_len = static_cast<int>(hidden.dim_size(1));
@@ -220,6 +225,7 @@ class FastBertEncoderOp : public OpKernel {
                                  " (hidden ", H, ", inter_size ", I, "), got ", DataTypeString(q.dtype()), " ",
                                  q.shape().DebugString());
         }
+        if (!std::is_same<Device, CPUDevice>::value) continue;  // values are on the device
         const float* v = q.template flat<float>().data();
         for (int64_t i = 0; i < want; ++i) {
           if (!(std::isfinite(v[i]) && v[i] > 0.0f)) {

@@ -4,7 +4,9 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -188,6 +190,11 @@ class GraphCache {
   struct Entry {
     int64_t calls = 0, hits = 0, misses = 0;
     bool direct = false;  // buffers move too often: launch without graphs
+    // FASTBERT_GRAPH_STATS=1 only: host time of the replays, and events before and after the
+    // last kStatsRing replays' graphs (device time in the graph, and between graphs).
+    double prep_us = 0, launch_us = 0;
+    std::vector<cudaEvent_t> marks;
+    int64_t marked = 0;
     std::vector<Exec> execs;
   };
   static constexpr size_t kExecsPerShape = 4;
@@ -204,6 +211,7 @@ class GraphCache {
   void Clear() {
     for (auto& kv : entries_) {
       for (auto& e : kv.second.execs) cudaGraphExecDestroy(e.exec);
+      for (auto m : kv.second.marks) cudaEventDestroy(m);
     }
     entries_.clear();
   }
@@ -217,6 +225,48 @@ bool GraphsEnabled() {
     return v == nullptr || std::string(v) != "0";
   }();
   return enabled;
+}
+
+// FASTBERT_GRAPH_STATS=1: a line on stderr every 1000 calls of a shape (and when it gives up on
+// graphs), to tell whether a serving loop actually replays, and where its time goes.
+constexpr int kStatsRing = 64;
+
+bool StatsOn() {
+  static const bool on = [] {
+    const char* v = std::getenv("FASTBERT_GRAPH_STATS");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+
+void MaybeLogGraphStats(const std::vector<int64_t>& shape, const GraphCache::Entry& e, bool now = false) {
+  if (!StatsOn() || (e.calls % 1000 != 0 && !now)) return;
+  const double hits = std::max<double>(1, e.hits);
+  double in_graph = 0, between = 0;
+  int n = 0;
+  if (e.marked > kStatsRing && cudaEventSynchronize(e.marks[2 * ((e.marked - 1) % kStatsRing) + 1]) == cudaSuccess) {
+    for (int64_t i = e.marked - kStatsRing + 1; i < e.marked; ++i) {
+      const int cur = 2 * (i % kStatsRing), prev = 2 * ((i - 1) % kStatsRing);
+      float a = 0, b = 0;
+      if (cudaEventElapsedTime(&a, e.marks[cur], e.marks[cur + 1]) != cudaSuccess ||
+          cudaEventElapsedTime(&b, e.marks[prev + 1], e.marks[cur]) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      in_graph += a * 1e3;
+      between += b * 1e3;
+      ++n;
+    }
+  }
+  std::fprintf(stderr,
+               "fastbert graphs B=%lld S=%lld rows=%lld: calls %lld hits %lld misses %lld execs %zu%s; "
+               "host us per replay: %.1f before launch, %.1f launch; device us per replay: %.1f in the graph, "
+               "%.1f before it\n",
+               static_cast<long long>(shape[0]), static_cast<long long>(shape[1]),
+               static_cast<long long>(shape[shape.size() - 2]), static_cast<long long>(e.calls),
+               static_cast<long long>(e.hits), static_cast<long long>(e.misses), e.execs.size(),
+               e.direct ? " (direct launches)" : "", e.prep_us / hits, e.launch_us / hits,
+               n ? in_graph / n : 0.0, n ? between / n : 0.0);
 }
 
 // ---------------------------------------------------------------- GpuContext
@@ -481,6 +531,7 @@ Status Capture(GpuContext* ctx, const Call& c, cudaGraph_t* graph) {
 Status RunEncoder(GpuContext* ctx, const EncoderDims& d, DType dtype, const int32_t* seq_len, const void* input,
                   const std::vector<LayerWeights<void, void>>& layers, void* output, Workspace ws,
                   StageTimer* timer) {
+  const auto t_start = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(ctx->mu);
   cudaStream_t stream = ctx->stream();
   FB_CUDA("cudaSetDevice", cudaSetDevice(ctx->device()));
@@ -536,7 +587,9 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& d, DType dtype, const int3
   }
   GraphCache* graphs = ctx->graphs();
   GraphCache::Entry& entry = graphs->Get(shape);
-  if (++entry.calls < 2 || entry.direct) return Enqueue(ctx, c, stream, nullptr);
+  ++entry.calls;
+  MaybeLogGraphStats(shape, entry);
+  if (entry.calls < 2 || entry.direct) return Enqueue(ctx, c, stream, nullptr);
   GraphCache::Exec* exec = nullptr;
   for (auto& e : entry.execs) {
     if (e.pointers == pointers) exec = &e;
@@ -546,6 +599,7 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& d, DType dtype, const int3
   } else {
     if (++entry.misses > 16 && entry.misses > 2 * entry.hits) {
       entry.direct = true;
+      MaybeLogGraphStats(shape, entry, /*now=*/true);
       return Enqueue(ctx, c, stream, nullptr);
     }
     cudaGraph_t graph;
@@ -576,7 +630,22 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& d, DType dtype, const int3
     exec->pointers = std::move(pointers);
   }
   exec->last_use = graphs->Tick();
+  if (!StatsOn()) {
+    FB_CUDA("cudaGraphLaunch", cudaGraphLaunch(exec->exec, stream));
+    return Status::Ok();
+  }
+  if (entry.marks.empty()) {
+    entry.marks.resize(2 * kStatsRing);
+    for (auto& m : entry.marks) FB_CUDA("cudaEventCreate", cudaEventCreate(&m));
+  }
+  const int slot = 2 * (entry.marked++ % kStatsRing);
+  const auto t_launch = std::chrono::steady_clock::now();
+  FB_CUDA("cudaEventRecord", cudaEventRecord(entry.marks[slot], stream));
   FB_CUDA("cudaGraphLaunch", cudaGraphLaunch(exec->exec, stream));
+  FB_CUDA("cudaEventRecord", cudaEventRecord(entry.marks[slot + 1], stream));
+  const auto t_end = std::chrono::steady_clock::now();
+  entry.prep_us += std::chrono::duration<double, std::micro>(t_launch - t_start).count();
+  entry.launch_us += std::chrono::duration<double, std::micro>(t_end - t_launch).count();
   return Status::Ok();
 }
 
