@@ -109,6 +109,13 @@ def test_gpu_large_shapes(batch, seq_len, dtype):
     check("/GPU:0", (batch, seq_len, 12, 64, 1, "gelu_tanh"), dtype, seed=batch * seq_len)
 
 
+@pytest.mark.parametrize("case", [(3, 600, 2, 64, 1, "gelu"), (2, 300, 3, 32, 2, "gelu_tanh")],
+                         ids=["B3-S600", "B2-S300"])
+def test_cpu_long_sequences(case):
+    """Keys past the GEMM kernel's 256-deep panels: attention's products take several of them."""
+    check("/CPU:0", case, "float32", seed=case[1])
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 6), seq_len=st.integers(1, 40), heads=st.integers(1, 3),
        size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),

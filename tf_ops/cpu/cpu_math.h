@@ -75,6 +75,36 @@ void Gemm(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, co
   Sgemm(d, m, n, k, a, k, b, n, c, n);
 }
 
+// c[i] = a * b[i] for i < count, one packing of a (the Q, K and V projections).
+template <typename Tw>
+void GemmShared(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* const* b, Index n,
+                float* const* c, int count) {
+  SgemmShared(d, m, n, k, a, k, b, n, c, n, count);
+}
+
+// v = act(v + bias) over one contiguous span.
+inline void BiasActivationSpan(float* v, const float* bias, Index n, Activation act) {
+  Eigen::Map<Eigen::ArrayXf> x(v, n);
+  x += Eigen::Map<const Eigen::ArrayXf>(bias, n);
+  if (act == Activation::kGeluTanh) {
+    // Google BERT: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    x = 0.5f * x * (1.0f + (0.7978845608028654f * (x + 0.044715f * x.cube())).tanh());
+  } else {
+    x = 0.5f * x * (1.0f + (x * 0.7071067811865476f).erf());
+  }
+}
+
+// c[m, n] = act(a[m, k] * b[k, n] + bias), the activation applied to each block of c as soon as
+// the GEMM finishes it.
+template <typename Tw, typename T>
+void GemmBiasActivation(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* b, Index n,
+                        const T* bias, Activation act, float* c) {
+  const RowVector bf = ToFloat(bias, n);
+  Sgemm(d, m, n, k, a, k, b, n, c, n, [&](int, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    for (int64_t r = m0; r < m1; ++r) BiasActivationSpan(c + r * n + n0, bf.data() + n0, n1 - n0, act);
+  });
+}
+
 // out = LayerNorm(x + bias + residual) * gamma + beta, row by row; out may alias x or residual.
 template <typename T>
 void AddBiasResidualLayerNorm(const Eigen::ThreadPoolDevice& d, const float* x, const T* bias,
@@ -98,16 +128,7 @@ template <typename T>
 void AddBiasActivation(const Eigen::ThreadPoolDevice& d, float* x, const T* bias, Activation act, Index rows,
                        Index cols) {
   const RowVector b = ToFloat(bias, cols);
-  ParallelRows(d, rows, cols, [&](Index r) {
-    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> v(x + r * cols, cols);
-    v += b.array();
-    if (act == Activation::kGeluTanh) {
-      // Google BERT: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-      v = 0.5f * v * (1.0f + (0.7978845608028654f * (v + 0.044715f * v.cube())).tanh());
-    } else {
-      v = 0.5f * v * (1.0f + (v * 0.7071067811865476f).erf());
-    }
-  }, 30);
+  ParallelRows(d, rows, cols, [&](Index r) { BiasActivationSpan(x + r * cols, b.data(), cols, act); }, 30);
 }
 
 // Scaled dot-product attention of every (sequence, head) over its real keys only. q/k/v/ctx hold
@@ -140,12 +161,14 @@ void Attention(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const 
       qs = (ConstMap(q + row0 * H + col0, len, D, Eigen::OuterStride<>(H)) * scale).rowwise() + bq.segment(col0, D);
       ks = ConstMap(k + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).rowwise() + bk.segment(col0, D);
       vs = ConstMap(v + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).rowwise() + bv.segment(col0, D);
-      p.noalias() = qs * ks.transpose();
-      const Eigen::VectorXf row_max = p.rowwise().maxCoeff();
-      p = (p.colwise() - row_max).array().exp().matrix();
-      const Eigen::VectorXf inv_sum = p.rowwise().sum().cwiseInverse();
-      p = inv_sum.asDiagonal() * p;
-      Map(ctx + row0 * H + col0, len, D, Eigen::OuterStride<>(H)).noalias() = p * vs;
+      p.resize(len, len);
+      SgemmSerial(len, len, D, qs.data(), D, ks.data(), D, /*b_transposed=*/true, p.data(), len);
+      for (Index r = 0; r < len; ++r) {  // softmax along contiguous rows: vectorized exp
+        Eigen::Map<Eigen::ArrayXf> row(p.data() + r * len, len);
+        row = (row - row.maxCoeff()).exp();
+        row *= 1.0f / row.sum();
+      }
+      SgemmSerial(len, D, len, p.data(), len, vs.data(), D, /*b_transposed=*/false, ctx + row0 * H + col0, H);
     }
   });
 }

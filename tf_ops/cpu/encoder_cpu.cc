@@ -1,6 +1,7 @@
 // CPU FastBertEncoder: activations stay float32 between stages whatever T is (float16/bfloat16
-// inputs are widened once, weights are widened inside the GEMM's packing), GEMMs are Eigen
-// contractions on the intra-op pool, and each elementwise stage is one fused pass over the rows.
+// inputs are widened once, weights are widened inside the GEMM's packing), GEMMs run on the
+// intra-op pool (sgemm.h; Q/K/V share one packing of their input, bias+GELU runs on each finished
+// block of the intermediate GEMM), and each other elementwise stage is one fused pass over rows.
 #define EIGEN_USE_THREADS
 
 #include "tf_ops/cpu/encoder_cpu.h"
@@ -34,16 +35,15 @@ void Layer(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int3
            const int32_t* cu_seqlens, const LayerWeights<T, Tw>& w, Index rows, Scratch& s) {
   const Index H = dims.hidden;
   const Index I = dims.inter_size;
-  Gemm(d, s.x.data(), rows, H, w.q_kernel, H, s.q.data());
-  Gemm(d, s.x.data(), rows, H, w.k_kernel, H, s.k.data());
-  Gemm(d, s.x.data(), rows, H, w.v_kernel, H, s.v.data());
+  const Tw* qkv_kernels[3] = {w.q_kernel, w.k_kernel, w.v_kernel};
+  float* qkv[3] = {s.q.data(), s.k.data(), s.v.data()};
+  GemmShared(d, s.x.data(), rows, H, qkv_kernels, H, qkv, 3);
   Attention(d, dims, seq_len, cu_seqlens, s.q.data(), w.q_bias, s.k.data(), w.k_bias, s.v.data(), w.v_bias,
             s.ctx.data());
   Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data());
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.attn_out_bias, s.x.data(), w.attn_ln_gamma, w.attn_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x1.data());
-  Gemm(d, s.x1.data(), rows, H, w.inter_kernel, I, s.inter.data());
-  AddBiasActivation(d, s.inter.data(), w.inter_bias, dims.activation, rows, I);
+  GemmBiasActivation(d, s.x1.data(), rows, H, w.inter_kernel, I, w.inter_bias, dims.activation, s.inter.data());
   Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data());
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.out_bias, s.x1.data(), w.out_ln_gamma, w.out_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x.data());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace Eigen {
 class ThreadPoolDevice;
@@ -12,9 +13,24 @@ class ThreadPoolDevice;
 namespace fastbert {
 namespace cpu {
 
+// Called once per finished block of C (product, rows [m0, m1), columns [n0, n1)), on the thread
+// that computed it, to fuse an elementwise pass while the block is in cache.
+using BlockEpilogue = std::function<void(int product, int64_t m0, int64_t m1, int64_t n0, int64_t n1)>;
+
 template <typename Tb>
 void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-           const Tb* b, int64_t ldb, float* c, int64_t ldc);
+           const Tb* b, int64_t ldb, float* c, int64_t ldc, const BlockEpilogue& epilogue = {});
+
+// count products sharing A, which is packed once: C[p][m, n] = A[m, k] * B[p][k, n].
+template <typename Tb>
+void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,
+                 const BlockEpilogue& epilogue = {});
+
+// The same on the calling thread alone, for the small products of a task inside a parallel loop
+// (attention): C[m, n] = A[m, k] * B[k, n], or * Bt[n, k]^T when b_transposed (row stride ldb).
+void SgemmSerial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 bool b_transposed, float* c, int64_t ldc);
 
 }  // namespace cpu
 }  // namespace fastbert
