@@ -1,11 +1,13 @@
 """BERT-base encoder with random weights: the op against fb.reference, with and without
-remove_padding, then a short timing of each (the README's main job).
+remove_padding, then a short timing of each, the benchmark's way (benchmarks/timing.py) with one
+pass per call (the README's main job).
 
     python examples/bert_example.py                       # CPU, float32, B=8 S=128
     python examples/bert_example.py --device gpu --dtype float16 --batch 32 --seq_len 384
 """
 import os
-import time
+import statistics
+import sys
 
 from absl import app, flags
 
@@ -25,7 +27,9 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fastbert_tf as fb
+    from benchmarks.timing import time_variants
     from fastbert_tf.weights import random_weights
 
     if FLAGS.device == "gpu" and not tf.config.list_physical_devices("GPU"):
@@ -49,25 +53,23 @@ def main(argv):
         xt = tf.cast(tf.constant(x), dtype)
         lt = tf.constant(lens)
         variables = {k: tf.Variable(tf.cast(v, dtype)) for k, v in weights.items()}
-        variants = {
-            "TF (tf.function)": tf.function(lambda a, b: fb.reference.bert_encoder(a, b, variables, layers, heads)),
-            "TF-XLA": tf.function(lambda a, b: fb.reference.bert_encoder(a, b, variables, layers, heads),
-                                  jit_compile=True),
-        }
+
+        def reference(a, b):
+            return fb.reference.bert_encoder(a, b, variables, layers, heads)
+
+        variants = {"TF (tf.function)": reference, "TF-XLA": reference}
         for rp in (False, True):
-            enc = fb.BertEncoder.from_weights(weights, layers, heads, dtype=FLAGS.dtype, remove_padding=rp)
-            variants[f"op (remove_padding={rp})"] = tf.function(enc.__call__)
+            variants[f"op (remove_padding={rp})"] = fb.BertEncoder.from_weights(
+                weights, layers, heads, dtype=FLAGS.dtype, remove_padding=rp)
+        outs = {}
+        times = time_variants(variants, {name: (xt, lt) for name in variants}, 1, FLAGS.repeats,
+                              compiled=("TF-XLA",), outputs=outs)
         print(f"\n{'variant':28s} {'max |diff|':>11s} {'rel err':>9s} {'ms/pass':>9s}")
-        for name, fn in variants.items():
-            out = fn(xt, lt).numpy().astype(np.float64)
+        for name in variants:
+            out = outs[name].astype(np.float64)
             diff = np.abs(out - ref).max()
             err = np.linalg.norm(out - ref) / np.linalg.norm(ref)
-            times = []
-            for _ in range(FLAGS.repeats):
-                start = time.perf_counter()
-                fn(xt, lt).numpy()
-                times.append((time.perf_counter() - start) * 1e3)
-            print(f"{name:28s} {diff:11.3e} {err:9.2e} {np.median(times):9.1f}", flush=True)
+            print(f"{name:28s} {diff:11.3e} {err:9.2e} {statistics.median(times[name]):9.1f}", flush=True)
     print("\n(diffs against fb.reference in float64; padded rows are zero in every variant)")
 
 
