@@ -273,28 +273,15 @@ class FastBertEncoderOp : public OpKernel {
 
 // Kernels and vectors: tensors of T (float modes), int8 kernels (int8 modes), or resource
 // variables (either); the weight dtype is checked when the call runs.
+#define REGISTER_WEIGHTS(DEVICE, DEV, T, TW, TV)                                                      \
+  REGISTER_KERNEL_BUILDER(                                                                            \
+      Name("FastBertEncoder").Device(DEVICE).HostMemory("sequence_length").TypeConstraint<T>("T").TW.TV, \
+      FastBertEncoderOp<DEV, T>);
 #define REGISTER(DEVICE, DEV, T)                                                                       \
-  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
-                              .Device(DEVICE)                                                        \
-                              .HostMemory("sequence_length")                                         \
-                              .TypeConstraint<T>("T")                                                \
-                              .TypeConstraint<T>("Tw")                                               \
-                              .TypeConstraint<T>("Tv"),                                              \
-                          FastBertEncoderOp<DEV, T>);                                                \
-  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
-                              .Device(DEVICE)                                                        \
-                              .HostMemory("sequence_length")                                         \
-                              .TypeConstraint<T>("T")                                                \
-                              .TypeConstraint<int8_t>("Tw")                                          \
-                              .TypeConstraint<T>("Tv"),                                              \
-                          FastBertEncoderOp<DEV, T>);                                                \
-  REGISTER_KERNEL_BUILDER(Name("FastBertEncoder")                                                    \
-                              .Device(DEVICE)                                                        \
-                              .HostMemory("sequence_length")                                         \
-                              .TypeConstraint<T>("T")                                                \
-                              .TypeConstraint("Tw", ::tensorflow::DT_RESOURCE)                       \
-                              .TypeConstraint("Tv", ::tensorflow::DT_RESOURCE),                      \
-                          FastBertEncoderOp<DEV, T>);
+  REGISTER_WEIGHTS(DEVICE, DEV, T, TypeConstraint<T>("Tw"), TypeConstraint<T>("Tv"))                 \
+  REGISTER_WEIGHTS(DEVICE, DEV, T, TypeConstraint<int8_t>("Tw"), TypeConstraint<T>("Tv"))            \
+  REGISTER_WEIGHTS(DEVICE, DEV, T, TypeConstraint("Tw", ::tensorflow::DT_RESOURCE),                  \
+                   TypeConstraint("Tv", ::tensorflow::DT_RESOURCE))
 REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, float)
 REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, Eigen::half)
 REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, Eigen::bfloat16)
@@ -304,5 +291,6 @@ REGISTER(::tensorflow::DEVICE_GPU, GPUDevice, Eigen::half)
 REGISTER(::tensorflow::DEVICE_GPU, GPUDevice, Eigen::bfloat16)
 #endif
 #undef REGISTER
+#undef REGISTER_WEIGHTS
 
 }  // namespace fastbert

@@ -47,8 +47,8 @@ template <typename T, typename Tw>
 Status RunEncoderOnGpu(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* seq_len, const T* input,
                        const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
   if constexpr (!std::is_same<T, Tw>::value) {
-    return ::tensorflow::errors::Unimplemented("int8_mode ", dims.int8_mode,
-                                               " runs on the CPU only for now (place the op on /CPU:0)");
+    // FastBertEncoderOp::Compute answers Unimplemented for int8 on the GPU before getting here.
+    return ::tensorflow::errors::Internal("int8 weights reached the GPU runner");
   } else {
     if (dims.size_per_head > cuda::kMaxGpuHeadSize) {
       return ::tensorflow::errors::InvalidArgument("size_per_head ", dims.size_per_head,

@@ -37,6 +37,21 @@ RowVector ToFloat(const T* p, Index n) {
   return v;
 }
 
+// The layers' rows: the packed tokens with dims.remove_padding, else all B*S rows (as Google BERT;
+// attention still reads real keys only); fills cu (B + 1 offsets). Returns 0, with the output
+// zeroed, when there is nothing to compute.
+template <typename T>
+Index LayerRows(const EncoderDims& dims, const int32_t* seq_len, std::vector<int32_t>* cu, T* output) {
+  cu->resize(dims.batch + 1);
+  const int64_t tokens = PrefixSums(seq_len, dims.batch, cu->data());
+  const Index all = Index{dims.batch} * dims.seq_len;
+  if (tokens == 0 || all == 0) {
+    std::fill(output, output + all * dims.hidden, T(0.0f));
+    return 0;
+  }
+  return dims.remove_padding ? tokens : all;
+}
+
 // x = the input rows as float32, packed when dims.remove_padding (row cu[b] + t), else all B*S rows.
 template <typename T>
 void WidenInput(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,

@@ -54,16 +54,10 @@ void Layer(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int3
 template <typename T, typename Tw>
 void RunEncoder(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
                 const T* input, const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
-  const int B = dims.batch, S = dims.seq_len;
   const Index H = dims.hidden;
-  std::vector<int32_t> cu(B + 1);
-  const int64_t tokens = PrefixSums(seq_len, B, cu.data());
-  // Padded mode keeps all B*S rows (as Google BERT does); attention still reads only real keys.
-  const Index rows = dims.remove_padding ? tokens : Index{B} * S;
-  if (rows == 0 || tokens == 0) {
-    std::fill(output, output + Index{B} * S * H, T(0.0f));
-    return;
-  }
+  std::vector<int32_t> cu;
+  const Index rows = LayerRows(dims, seq_len, &cu, output);
+  if (rows == 0) return;
   Scratch s;
   for (auto* buf : {&s.x, &s.q, &s.k, &s.v, &s.ctx, &s.tmp, &s.x1}) buf->resize(rows * H);
   s.inter.resize(rows * dims.inter_size);

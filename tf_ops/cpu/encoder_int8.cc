@@ -112,15 +112,11 @@ void AttentionInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, co
 template <typename T>
 void RunEncoderInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
                     const T* input, const std::vector<LayerWeights<T, int8_t>>& layers, T* output) {
-  const int B = dims.batch, S = dims.seq_len, mode = dims.int8_mode;
+  const int mode = dims.int8_mode;
   const Index H = dims.hidden, I = dims.inter_size;
-  std::vector<int32_t> cu(B + 1);
-  const int64_t tokens = PrefixSums(seq_len, B, cu.data());
-  const Index rows = dims.remove_padding ? tokens : Index{B} * S;
-  if (rows == 0 || tokens == 0) {
-    std::fill(output, output + Index{B} * S * H, T(0.0f));
-    return;
-  }
+  std::vector<int32_t> cu;
+  const Index rows = LayerRows(dims, seq_len, &cu, output);
+  if (rows == 0) return;
   const QuantLayout layout(mode, H, I);
   const bool per_channel = mode == 1;
   Int8Scratch s;
