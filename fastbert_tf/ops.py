@@ -1,4 +1,5 @@
 """Loads libfastbert_ops.so and wraps its three ops."""
+import ctypes
 import os
 import platform
 import threading
@@ -69,6 +70,16 @@ def load_op_library():
                     pass
             _module = module
     return _module
+
+
+def cpu_gemm_kernel():
+    """The kernel the CPU encoder's GEMMs use in this process: "amx" (bf16 tiles on operands split
+    into three bf16 parts, fp32-level results), "avx512", "avx2" or "eigen". Chosen once per
+    process: the best the CPU and OS support, at most $FASTBERT_CPU_ISA (avx2, avx512 or amx)."""
+    load_op_library()
+    lib = ctypes.CDLL(library_path())  # the library TF loaded (same path, same handle)
+    lib.fastbert_cpu_gemm_kernel.restype = ctypes.c_char_p
+    return lib.fastbert_cpu_gemm_kernel().decode()
 
 
 @tf.autograph.experimental.do_not_convert

@@ -116,6 +116,25 @@ def test_cpu_long_sequences(case):
     check("/CPU:0", case, "float32", seed=case[1])
 
 
+FP32_LEVEL = 1.5e-6  # fp32 kernels here: 2.7-3.9e-7; bf16 split in two parts: 4.4e-6
+
+
+def test_cpu_float32_accuracy_is_fp32_level():
+    """Tighter than TOL: whichever GEMM kernel runs (tests/test_cpu_kernels.py runs each), float32
+    results stay near fp32 rounding. Products on plain bf16, or on two bf16 parts, would not
+    (relative errors ~1e-3 and ~1e-5)."""
+    batch, seq_len, heads, size, layers, act = 4, 96, 4, 64, 2, "gelu"
+    rng = np.random.default_rng(5)
+    weights = random_weights(rng, layers, heads * size, 4 * heads * size)
+    x = rng.standard_normal((batch, seq_len, heads * size)).astype(np.float32)
+    lens = random_lengths(rng, batch, seq_len)
+    ref = reference(x.astype(np.float64), lens, weights, layers, heads, act)
+    for rp in (False, True):
+        out = run_op("/CPU:0", weights, x, lens, layers, heads, "float32", remove_padding=rp, activation=act)
+        err = rel_err(out, ref)
+        assert err < FP32_LEVEL, f"{fb.cpu_gemm_kernel()} kernel, remove_padding={rp}: relative error {err:.2e}"
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 6), seq_len=st.integers(1, 40), heads=st.integers(1, 3),
        size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),

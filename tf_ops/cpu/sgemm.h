@@ -1,6 +1,7 @@
 // Single-precision GEMM for the CPU encoder: C[M, N] = A[M, K] * B[K, N], all row-major.
 // B may be float, Eigen::half or Eigen::bfloat16 (widened while packed). With AVX2+FMA this is a
-// BLIS-style packed GEMM (6x16 register tile) spread over the pool; otherwise an Eigen contraction.
+// BLIS-style packed GEMM (6x16 register tile; 12x32 where the CPU has AVX-512) spread over the pool;
+// otherwise an Eigen contraction.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,10 @@ class ThreadPoolDevice;
 
 namespace fastbert {
 namespace cpu {
+
+// Which micro-kernel the GEMMs use on this CPU.
+enum class CpuIsa { kEigen, kAvx2, kAvx512, kAmx };
+CpuIsa GemmIsa();
 
 // Called once per finished block of C (product, rows [m0, m1), columns [n0, n1)), on the thread
 // that computed it, to fuse an elementwise pass while the block is in cache.
