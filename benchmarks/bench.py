@@ -92,6 +92,9 @@ def main(argv):
     rng = np.random.default_rng(FLAGS.seed)
     weights = random_weights(rng, FLAGS.num_layer, hidden, FLAGS.inter_size)
     device = "/GPU:0" if FLAGS.device == "gpu" else "/CPU:0"
+    import fastbert_tf as fb
+    cpu_kernel = fb.cpu_gemm_kernel() if FLAGS.device == "cpu" else None
+    print(f"{device_name(FLAGS.device)}" + (f", CPU GEMM kernel: {cpu_kernel}" if cpu_kernel else ""), flush=True)
     results = []
     with tf.device(device):
         encoders = build_variants(weights, dtype, FLAGS.variants)
@@ -115,7 +118,7 @@ def main(argv):
                 "num_layer": FLAGS.num_layer, "hidden": hidden, "head_num": FLAGS.head_num,
                 "inter_size": FLAGS.inter_size, "activation": FLAGS.activation, "passes": passes,
                 "loop": "xla: compiled tf.while_loop; tf, op, op_rp: passes unrolled in one tf.function",
-                "repeats": FLAGS.repeats, "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
+                "repeats": FLAGS.repeats, "cpu_gemm_kernel": cpu_kernel, "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
         with open(FLAGS.json, "w") as f:

@@ -43,6 +43,8 @@ def main(argv):
     lens[0] = FLAGS.seq_len
     print(f"BERT-base encoder ({layers} layers, hidden {hidden}, {heads} heads), {FLAGS.dtype} on {device}, "
           f"batch {FLAGS.batch}, seq_len {FLAGS.seq_len}, lengths {lens.tolist()}")
+    if FLAGS.device == "cpu":
+        print(f"CPU GEMM kernel: {fb.cpu_gemm_kernel()} (FASTBERT_CPU_ISA=avx2|avx512|amx caps it)")
 
     with tf.device("/CPU:0"):  # the reference in float64
         ref = fb.reference.bert_encoder(tf.constant(x.astype(FLAGS.dtype if FLAGS.dtype != "bfloat16" else "float32")
