@@ -135,6 +135,49 @@ def test_cpu_float32_accuracy_is_fp32_level():
         assert err < FP32_LEVEL, f"{fb.cpu_gemm_kernel()} kernel, remove_padding={rp}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("update", ["assign", "assign_add", "scatter", "restore"])
+def test_cpu_weight_updates_are_seen(update, tmp_path):
+    """The CPU op may keep its weights packed between calls (the AMX kernel does): every kind of
+    variable update must reach the next call, including sparse ones (after which TF updates the
+    variable's buffer in place)."""
+    rng = np.random.default_rng(21)
+    layers, heads, hidden, inter = 2, 2, 64, 128
+    w0 = random_weights(rng, layers, hidden, inter)
+    x = rng.standard_normal((3, 17, hidden)).astype(np.float32)
+    lens = random_lengths(rng, 3, 17)
+    names = {"intermediate_kernel": "intermediate/dense/kernel", "query_kernel": "attention/self/query/kernel"}
+
+    def stacked(w, name):
+        return np.stack([w[f"layer_{l}/{names[name]}"] for l in range(layers)]).astype(np.float32)
+
+    with tf.device("/CPU:0"):
+        enc = fb.BertEncoder.from_weights(w0, layers, heads)
+        f = tf.function(lambda a, b: enc(a, b))
+        out = f(x, lens).numpy()
+        assert rel_err(out, reference(x, lens, w0, layers, heads)) < TOL["float32"]
+        w = dict(w0)
+        for step in range(2):  # twice: the second scatter finds the variable in copy-on-read mode
+            for name in names:
+                var = enc.layer_variables[name][0]
+                new = dict(w)
+                new[f"layer_1/{names[name]}"] = rng.standard_normal(w[f"layer_1/{names[name]}"].shape) * 0.1
+                value = stacked(new, name)
+                if update == "assign":
+                    var.assign(value)
+                elif update == "assign_add":
+                    var.assign_add(value - var.numpy())
+                elif update == "scatter":
+                    var.scatter_nd_update([[1]], value[1:2])
+                else:
+                    source = tf.Variable(value)
+                    path = tf.train.Checkpoint(v=source).write(str(tmp_path / f"ckpt{step}{name}"))
+                    tf.train.Checkpoint(v=var).read(path).assert_consumed()
+                w = new
+            out = f(x, lens).numpy()
+            err = rel_err(out, reference(x, lens, w, layers, heads))
+            assert err < TOL["float32"], f"{update}, step {step}: the op computed with stale weights ({err:.2e})"
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 6), seq_len=st.integers(1, 40), heads=st.integers(1, 3),
        size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),

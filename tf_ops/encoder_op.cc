@@ -3,6 +3,13 @@
 #define EIGEN_USE_THREADS
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -15,6 +22,7 @@
 #include "tf_ops/common/encoder_params.h"
 #include "tf_ops/common/quant_layout.h"
 #include "tf_ops/cpu/encoder_cpu.h"
+#include "tf_ops/cpu/sgemm.h"
 #if FASTBERT_WITH_CUDA
 #include "tf_ops/gpu_glue.h"
 #endif
@@ -62,9 +70,12 @@ constexpr WeightSpec kWeightSpecs[] = {
 constexpr int kNumWeightLists = sizeof(kWeightSpecs) / sizeof(kWeightSpecs[0]);
 
 // A weight input: a tensor, or the value of the resource variable it is a handle of (a shallow,
-// reference-counted copy that keeps the buffer alive while the call is enqueued).
+// reference-counted copy that keeps the buffer alive while the call is enqueued). *stable: the
+// buffer is a variable's that TF updates copy-on-write while anyone else holds it (see
+// FastBertEncoderOp::UsePackedWeights).
 ::tensorflow::Status ResolveWeight(OpKernelContext* ctx, const Tensor& input, const char* name, int layer,
-                                   Tensor* out) {
+                                   Tensor* out, bool* stable = nullptr) {
+  if (stable != nullptr) *stable = false;
   if (input.dtype() != ::tensorflow::DT_RESOURCE) {
     *out = input;
     return ::tensorflow::Status();
@@ -78,7 +89,40 @@ constexpr int kNumWeightLists = sizeof(kWeightSpecs) / sizeof(kWeightSpecs[0]);
   ::tensorflow::tf_shared_lock lock(*var->mu());
   if (!var->is_initialized) return InvalidArgument(name, "[", layer, "]: the variable is not initialized");
   *out = *var->tensor();
+  // After a sparse update a variable is in copy-on-read mode, and later sparse updates write its
+  // buffer in place.
+  if (stable != nullptr) *stable = !var->copy_on_read_mode.load();
   return ::tensorflow::Status();
+}
+
+// A weight kernel packed for the CPU GEMMs (see FastBertEncoderOp::UsePackedWeights), with a
+// reference to the buffer it was packed from.
+struct PackedSource {
+  Tensor source;               // held: while it is, TF's updates write the variable elsewhere
+  const void* data = nullptr;  // the packed kernel's first value inside source
+  std::shared_ptr<const cpu::PackedWeight> packed;
+};
+
+// One packing per weight buffer in the process, however many op nodes read it (an unrolled or
+// retraced graph has one kernel object per node). Entries live while some op kernel holds them.
+std::shared_ptr<PackedSource> SharedPacking(const Tensor& source, const void* data, int64_t rows, int64_t cols,
+                                            const std::function<std::shared_ptr<const cpu::PackedWeight>()>& pack) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int64_t, int64_t, DataType>, std::weak_ptr<PackedSource>> registry;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(data, rows, cols, source.dtype());
+  auto it = registry.find(key);
+  if (it != registry.end()) {
+    std::shared_ptr<PackedSource> e = it->second.lock();
+    if (e != nullptr && e->source.SharesBufferWith(source)) return e;
+  }
+  for (auto i = registry.begin(); i != registry.end();) i = i->second.expired() ? registry.erase(i) : std::next(i);
+  auto e = std::make_shared<PackedSource>();
+  e->source = source;
+  e->data = data;
+  e->packed = pack();
+  registry[key] = e;
+  return e;
 }
 
 template <typename Device, typename T>
@@ -157,7 +201,10 @@ class FastBertEncoderOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, hidden.shape(), &output));
     if (dims.batch == 0 || dims.seq_len == 0) return;
     if (dims.int8_mode == 0) {
-      Run(ctx, dims, lengths, hidden.flat<T>().data(), Pointers<T>(held, dims.num_layer), output->flat<T>().data());
+      std::vector<LayerWeights<T, T>> layers = Pointers<T>(held, dims.num_layer);
+      std::vector<std::shared_ptr<const cpu::PackedWeight>> packed;  // in use until Run returns
+      if constexpr (kOnCpu) UsePackedWeights(ctx, dims, held, &layers, &packed);
+      Run(ctx, dims, lengths, hidden.flat<T>().data(), layers, output->flat<T>().data());
     } else {
       Run(ctx, dims, lengths, hidden.flat<T>().data(), Pointers<int8_t>(held, dims.num_layer),
           output->flat<T>().data());
@@ -168,6 +215,7 @@ class FastBertEncoderOp : public OpKernel {
   // The weight lists, resolved: per list either num_layer tensors or one stacked tensor.
   struct Weights {
     std::vector<Tensor> tensors[kNumWeightLists];
+    std::vector<char> stable[kNumWeightLists];  // per tensor, from ResolveWeight
     bool stacked[kNumWeightLists];
     std::vector<Tensor> quant;  // int8 modes: one float vector per layer (quant_layout.h)
   };
@@ -191,8 +239,11 @@ class FastBertEncoderOp : public OpKernel {
       stacked_shape.InsertDim(0, L);
       auto& tensors = w->tensors[i];
       tensors.resize(list.size());
+      w->stable[i].assign(list.size(), 0);
       for (int l = 0; l < list.size(); ++l) {
-        TF_RETURN_IF_ERROR(ResolveWeight(ctx, list[l], spec.name, l, &tensors[l]));
+        bool stable = false;
+        TF_RETURN_IF_ERROR(ResolveWeight(ctx, list[l], spec.name, l, &tensors[l], &stable));
+        w->stable[i][l] = stable;
         const Tensor& x = tensors[l];
         const DataType want = spec.is_kernel ? kernel_type : t;
         if (x.dtype() != want) {
@@ -256,6 +307,55 @@ class FastBertEncoderOp : public OpKernel {
     return layers;
   }
 
+  // CPU kernels that take prepacked weights (AMX: each weight split into three bf16 parts) get
+  // every weight kernel packed once and reused while its tensor is unchanged. Only variables
+  // qualify (ResolveWeight's *stable): TF's updates (assign, assign_add, optimizers, checkpoint
+  // restore) write a new buffer whenever the old one is shared, and the cache holds a reference to
+  // the one it packed, so the same data pointer means the same values. Other weights (plain
+  // tensors) are packed per call. The packings are shared by all op nodes reading the same
+  // variables (SharedPacking). FASTBERT_CPU_WEIGHT_CACHE=0 turns this off (it holds 1.5x the
+  // float32 weights: 3 bf16 parts per value).
+  void UsePackedWeights(OpKernelContext* ctx, const EncoderDims& dims, const Weights& held,
+                        std::vector<LayerWeights<T, T>>* layers,
+                        std::vector<std::shared_ptr<const cpu::PackedWeight>>* in_use) {
+    static const bool enabled = [] {
+      const char* env = std::getenv("FASTBERT_CPU_WEIGHT_CACHE");
+      return env == nullptr || std::strcmp(env, "0") != 0;
+    }();
+    if (!enabled || !cpu::GemmPrepacksWeights()) return;
+    using W = LayerWeights<T, T>;
+    constexpr int kLists[W::kNumKernels] = {0, 2, 4, 6, 10, 12};  // kWeightSpecs' kernels, in W::Kernel order
+    const int L = dims.num_layer;
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    cache_.resize(W::kNumKernels * L);
+    for (int kernel = 0; kernel < W::kNumKernels; ++kernel) {
+      const int list = kLists[kernel];
+      const WeightSpec& spec = kWeightSpecs[list];
+      const int64_t rows = spec.rows == WeightSpec::kH ? dims.hidden : dims.inter_size;
+      const int64_t cols = spec.cols == WeightSpec::kH ? dims.hidden : dims.inter_size;
+      for (int l = 0; l < L; ++l) {
+        W& layer = (*layers)[l];
+        const T* data[W::kNumKernels] = {layer.q_kernel,        layer.k_kernel,     layer.v_kernel,
+                                         layer.attn_out_kernel, layer.inter_kernel, layer.out_kernel};
+        const int t = held.stacked[list] ? 0 : l;
+        const Tensor& source = held.tensors[list][t];
+        std::shared_ptr<PackedSource>& e = cache_[kernel * L + l];
+        if (!held.stable[list][t]) {
+          e.reset();
+          continue;
+        }
+        if (e == nullptr || e->data != data[kernel] || !e->source.SharesBufferWith(source)) {
+          e = SharedPacking(source, data[kernel], rows, cols, [&] {
+            return cpu::PackWeight(ctx->eigen_device<CPUDevice>(), rows, cols, data[kernel], cols);
+          });
+        }
+        if (e->packed == nullptr) continue;
+        layer.packed[kernel] = e->packed.get();
+        in_use->push_back(e->packed);
+      }
+    }
+  }
+
   template <typename Tw>
   void Run(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths, const T* input,
            const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
@@ -269,6 +369,9 @@ class FastBertEncoderOp : public OpKernel {
   }
 
   EncoderDims dims_;
+  // UsePackedWeights' cache: [kernel * num_layer + layer].
+  std::mutex cache_mu_;
+  std::vector<std::shared_ptr<PackedSource>> cache_;
 };
 
 // Kernels and vectors: tensors of T (float modes), int8 kernels (int8 modes), or resource

@@ -6,6 +6,9 @@
 #include <vector>
 
 namespace fastbert {
+namespace cpu {
+struct PackedWeight;  // sgemm.h
+}
 
 enum class Activation { kGeluTanh = 0, kGeluErf = 1 };
 
@@ -44,6 +47,9 @@ struct LayerWeights {
   const T* out_ln_gamma;
   const T* out_ln_beta;
   const float* quant = nullptr;  // int8 modes: see quant_layout.h
+  // CPU, optional: the six kernels (in the order above) packed by cpu::PackWeight, or null.
+  enum Kernel { kQuery, kKey, kValue, kAttnOut, kInter, kOut, kNumKernels };
+  const cpu::PackedWeight* packed[kNumKernels] = {};
 };
 
 // Offsets of the real tokens: cu_seqlens[b] .. cu_seqlens[b+1] are sequence b's rows when packed.

@@ -84,17 +84,18 @@ void NarrowOutput(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, con
   });
 }
 
-// c[m, n] = a[m, k] * b[k, n], all row-major and dense.
+// c[m, n] = a[m, k] * b[k, n], all row-major and dense; packed: b prepacked, or null.
 template <typename Tw>
-void Gemm(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* b, Index n, float* c) {
-  Sgemm(d, m, n, k, a, k, b, n, c, n);
+void Gemm(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* b, Index n, float* c,
+          const PackedWeight* packed = nullptr) {
+  Sgemm(d, m, n, k, a, k, b, n, c, n, {}, packed);
 }
 
 // c[i] = a * b[i] for i < count, one packing of a (the Q, K and V projections).
 template <typename Tw>
 void GemmShared(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* const* b, Index n,
-                float* const* c, int count) {
-  SgemmShared(d, m, n, k, a, k, b, n, c, n, count);
+                float* const* c, int count, const PackedWeight* const* packed = nullptr) {
+  SgemmShared(d, m, n, k, a, k, b, n, c, n, count, {}, packed);
 }
 
 // v = act(v + bias) over one contiguous span.
@@ -113,11 +114,11 @@ inline void BiasActivationSpan(float* v, const float* bias, Index n, Activation 
 // the GEMM finishes it.
 template <typename Tw, typename T>
 void GemmBiasActivation(const Eigen::ThreadPoolDevice& d, const float* a, Index m, Index k, const Tw* b, Index n,
-                        const T* bias, Activation act, float* c) {
+                        const T* bias, Activation act, float* c, const PackedWeight* packed = nullptr) {
   const RowVector bf = ToFloat(bias, n);
   Sgemm(d, m, n, k, a, k, b, n, c, n, [&](int, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     for (int64_t r = m0; r < m1; ++r) BiasActivationSpan(c + r * n + n0, bf.data() + n0, n1 - n0, act);
-  });
+  }, packed);
 }
 
 // out = LayerNorm(x + bias + residual) * gamma + beta, row by row; out may alias x or residual.

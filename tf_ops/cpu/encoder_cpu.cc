@@ -37,14 +37,16 @@ void Layer(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int3
   const Index I = dims.inter_size;
   const Tw* qkv_kernels[3] = {w.q_kernel, w.k_kernel, w.v_kernel};
   float* qkv[3] = {s.q.data(), s.k.data(), s.v.data()};
-  GemmShared(d, s.x.data(), rows, H, qkv_kernels, H, qkv, 3);
+  using W = LayerWeights<T, Tw>;
+  GemmShared(d, s.x.data(), rows, H, qkv_kernels, H, qkv, 3, w.packed + W::kQuery);
   Attention(d, dims, seq_len, cu_seqlens, s.q.data(), w.q_bias, s.k.data(), w.k_bias, s.v.data(), w.v_bias,
             s.ctx.data());
-  Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data());
+  Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data(), w.packed[W::kAttnOut]);
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.attn_out_bias, s.x.data(), w.attn_ln_gamma, w.attn_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x1.data());
-  GemmBiasActivation(d, s.x1.data(), rows, H, w.inter_kernel, I, w.inter_bias, dims.activation, s.inter.data());
-  Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data());
+  GemmBiasActivation(d, s.x1.data(), rows, H, w.inter_kernel, I, w.inter_bias, dims.activation, s.inter.data(),
+                     w.packed[W::kInter]);
+  Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data(), w.packed[W::kOut]);
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.out_bias, s.x1.data(), w.out_ln_gamma, w.out_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x.data());
 }

@@ -40,6 +40,14 @@
 namespace fastbert {
 namespace cpu {
 
+struct PackedWeight {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  int64_t k = 0, n = 0;
+  std::unique_ptr<uint16_t[], Free> data;  // AmxKernel's layout: [n / 32][k / 32][3 parts][32 x 32]
+};
+
 #if FASTBERT_AVX2_GEMM
 namespace {
 
@@ -505,21 +513,32 @@ void SerialImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
 template <typename Tb>
 void AmxImpl(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
              const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,
-             const BlockEpilogue& epilogue) {
+             const BlockEpilogue& epilogue, const PackedWeight* const* packed) {
   using K = AmxKernel;
   constexpr int64_t kB = K::kBlock, kPanel = 3 * K::kPart;  // bf16 values of one packed 32x32 block
   const int64_t mb = (m + kB - 1) / kB, nb = (n + kB - 1) / kB, kbs = (k + kB - 1) / kB;
   uint16_t* apack = static_cast<uint16_t*>(ThreadScratch(0, sizeof(uint16_t) * mb * kbs * kPanel));
-  uint16_t* bpack = static_cast<uint16_t*>(ThreadScratch(1, sizeof(uint16_t) * nb * kbs * kPanel * count));
+  // B of product p: its PackedWeight, or packed here into this call's buffer.
+  std::vector<const uint16_t*> bp_of(count);
+  std::vector<int> to_pack;
+  for (int p = 0; p < count; ++p) {
+    const PackedWeight* w = packed != nullptr ? packed[p] : nullptr;
+    bp_of[p] = w != nullptr && w->k == k && w->n == n ? w->data.get() : nullptr;
+    if (bp_of[p] == nullptr) to_pack.push_back(p);
+  }
+  uint16_t* bpack = to_pack.empty() ? nullptr : static_cast<uint16_t*>(ThreadScratch(
+                                                    1, sizeof(uint16_t) * nb * kbs * kPanel * to_pack.size()));
+  for (size_t i = 0; i < to_pack.size(); ++i) bp_of[to_pack[i]] = bpack + i * nb * kbs * kPanel;
   const double bytes = 4.0 * kB * k;
-  d.parallelFor(mb + nb * count, Eigen::TensorOpCost(bytes, 1.5 * bytes, bytes), [&](Eigen::Index first, Eigen::Index last) {
+  d.parallelFor(mb + nb * to_pack.size(), Eigen::TensorOpCost(bytes, 1.5 * bytes, bytes),
+                [&](Eigen::Index first, Eigen::Index last) {
     for (Eigen::Index u = first; u < last; ++u) {
       if (u < mb) {
         K::PackA(a + u * kB * lda, lda, static_cast<int>(std::min(kB, m - u * kB)), k, apack + u * kbs * kPanel);
       } else {
-        const int64_t p = (u - mb) / nb, j = (u - mb) % nb;
-        K::PackB(b[p] + j * kB, ldb, static_cast<int>(std::min(kB, n - j * kB)), k,
-                 bpack + (p * nb + j) * kbs * kPanel);
+        const int64_t i = (u - mb) / nb, j = (u - mb) % nb;
+        K::PackB(b[to_pack[i]] + j * kB, ldb, static_cast<int>(std::min(kB, n - j * kB)), k,
+                 bpack + (i * nb + j) * kbs * kPanel);
       }
     }
   });
@@ -530,7 +549,7 @@ void AmxImpl(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, 
       for (int64_t kb0 = 0; kb0 < kbs; kb0 += K::kChunk) {
         const int64_t nkb = std::min(K::kChunk, kbs - kb0);
         for (int64_t j0 = n0; j0 < n1; j0 += kB) {
-          const uint16_t* bp = bpack + ((p * nb + j0 / kB) * kbs + kb0) * kPanel;
+          const uint16_t* bp = bp_of[p] + ((j0 / kB) * kbs + kb0) * kPanel;
           const int64_t cols = std::min(kB, n1 - j0);
           for (int64_t i0 = m0; i0 < m1; i0 += kB) {
             const uint16_t* ap = apack + ((i0 / kB) * kbs + kb0) * kPanel;
@@ -564,6 +583,26 @@ bool AmxUsable() {
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
+template <typename Tb>
+std::shared_ptr<const PackedWeight> AmxPackWeight(const Eigen::ThreadPoolDevice& d, int64_t k, int64_t n,
+                                                  const Tb* b, int64_t ldb) {
+  using K = AmxKernel;
+  constexpr int64_t kB = K::kBlock, kPanel = 3 * K::kPart;
+  const int64_t nb = (n + kB - 1) / kB, kbs = (k + kB - 1) / kB;
+  auto w = std::make_shared<PackedWeight>();
+  w->k = k;
+  w->n = n;
+  w->data.reset(static_cast<uint16_t*>(std::aligned_alloc(64, (sizeof(uint16_t) * nb * kbs * kPanel + 63) / 64 * 64)));
+  if (w->data == nullptr) return nullptr;  // no memory: the GEMMs pack per call instead
+  const double bytes = 4.0 * kB * k;
+  d.parallelFor(nb, Eigen::TensorOpCost(bytes, 1.5 * bytes, bytes), [&](Eigen::Index first, Eigen::Index last) {
+    for (Eigen::Index j = first; j < last; ++j) {
+      K::PackB(b + j * kB, ldb, static_cast<int>(std::min(kB, n - j * kB)), k, w->data.get() + j * kbs * kPanel);
+    }
+  });
+  return w;
+}
+
 }  // namespace
 
 CpuIsa GemmIsa() {
@@ -582,10 +621,19 @@ CpuIsa GemmIsa() {
   return isa;
 }
 
+bool GemmPrepacksWeights() { return GemmIsa() == CpuIsa::kAmx; }
+
+template <typename Tb>
+std::shared_ptr<const PackedWeight> PackWeight(const Eigen::ThreadPoolDevice& d, int64_t k, int64_t n, const Tb* b,
+                                               int64_t ldb) {
+  if (!GemmPrepacksWeights() || k <= 0 || n <= 0) return nullptr;
+  return AmxPackWeight(d, k, n, b, ldb);
+}
+
 template <typename Tb>
 void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                  const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,
-                 const BlockEpilogue& epilogue) {
+                 const BlockEpilogue& epilogue, const PackedWeight* const* packed) {
   if (m <= 0 || n <= 0 || count <= 0) return;
   if (k <= 0) {
     for (int p = 0; p < count; ++p) {
@@ -596,7 +644,7 @@ void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t
   }
   const CpuIsa isa = GemmIsa();
   if (isa == CpuIsa::kAmx) {
-    AmxImpl(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue);
+    AmxImpl(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue, packed);
   } else if (isa == CpuIsa::kAvx512) {
     SharedImpl<Avx512Kernel>(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue);
   } else {
@@ -606,8 +654,9 @@ void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t
 
 template <typename Tb>
 void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-           const Tb* b, int64_t ldb, float* c, int64_t ldc, const BlockEpilogue& epilogue) {
-  SgemmShared(d, m, n, k, a, lda, &b, ldb, &c, ldc, 1, epilogue);
+           const Tb* b, int64_t ldb, float* c, int64_t ldc, const BlockEpilogue& epilogue,
+           const PackedWeight* packed) {
+  SgemmShared(d, m, n, k, a, lda, &b, ldb, &c, ldc, 1, epilogue, &packed);
 }
 
 void SgemmSerial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -627,10 +676,16 @@ void SgemmSerial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 #else  // no AVX2: Eigen's contraction
 
 CpuIsa GemmIsa() { return CpuIsa::kEigen; }
+bool GemmPrepacksWeights() { return false; }
+
+template <typename Tb>
+std::shared_ptr<const PackedWeight> PackWeight(const Eigen::ThreadPoolDevice&, int64_t, int64_t, const Tb*, int64_t) {
+  return nullptr;
+}
 
 template <typename Tb>
 void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-           const Tb* b, int64_t ldb, float* c, int64_t ldc, const BlockEpilogue& epilogue) {
+           const Tb* b, int64_t ldb, float* c, int64_t ldc, const BlockEpilogue& epilogue, const PackedWeight*) {
   // The encoder only multiplies dense operands (lda = k, ldb = ldc = n).
   (void)lda;
   (void)ldb;
@@ -650,7 +705,7 @@ void Sgemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, co
 template <typename Tb>
 void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                  const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,
-                 const BlockEpilogue& epilogue) {
+                 const BlockEpilogue& epilogue, const PackedWeight* const*) {
   for (int p = 0; p < count; ++p) {
     Sgemm(d, m, n, k, a, lda, b[p], ldb, c[p], ldc,
           epilogue ? BlockEpilogue([&](int, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -691,10 +746,12 @@ extern "C" __attribute__((visibility("default"))) const char* fastbert_cpu_gemm_
 
 #define INSTANTIATE(Tb)                                                                                    \
   template void Sgemm<Tb>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, int64_t, const float*, int64_t,   \
-                          const Tb*, int64_t, float*, int64_t, const BlockEpilogue&);                         \
+                          const Tb*, int64_t, float*, int64_t, const BlockEpilogue&, const PackedWeight*);    \
   template void SgemmShared<Tb>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, int64_t, const float*,      \
                                 int64_t, const Tb* const*, int64_t, float* const*, int64_t, int,              \
-                                const BlockEpilogue&);
+                                const BlockEpilogue&, const PackedWeight* const*);                            \
+  template std::shared_ptr<const PackedWeight> PackWeight<Tb>(const Eigen::ThreadPoolDevice&, int64_t, int64_t, \
+                                                              const Tb*, int64_t);
 INSTANTIATE(float)
 INSTANTIATE(Eigen::half)
 INSTANTIATE(Eigen::bfloat16)
