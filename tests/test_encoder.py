@@ -178,6 +178,40 @@ def test_cpu_weight_updates_are_seen(update, tmp_path):
             assert err < TOL["float32"], f"{update}, step {step}: the op computed with stale weights ({err:.2e})"
 
 
+def test_cpu_concurrent_calls():
+    """Several threads calling one encoder at once (the first calls pack the weights, under a lock
+    the op and the process-wide packing registry share) all get the reference's answer."""
+    import threading
+    rng = np.random.default_rng(31)
+    layers, heads, hidden = 2, 2, 64
+    weights = random_weights(rng, layers, hidden, 2 * hidden)
+    xs = [rng.standard_normal((2, 19, hidden)).astype(np.float32) for _ in range(4)]
+    lens = random_lengths(rng, 2, 19)
+    with tf.device("/CPU:0"):
+        encs = [fb.BertEncoder.from_weights(weights, layers, heads, remove_padding=rp) for rp in (False, True)]
+        fns = [tf.function(lambda a, b, e=e: e(a, b)) for e in encs]
+    outs, errors = {}, []
+
+    def work(i):
+        try:
+            with tf.device("/CPU:0"):
+                for rep in range(3):
+                    outs[(i, rep)] = fns[i % 2](xs[i], lens).numpy()
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(4):
+        ref = reference(xs[i], lens, weights, layers, heads)
+        for rep in range(3):
+            assert rel_err(outs[(i, rep)], ref) < TOL["float32"]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 6), seq_len=st.integers(1, 40), heads=st.integers(1, 3),
        size=st.sampled_from([2, 8, 16, 32, 48, 64]), layers=st.integers(1, 2),
