@@ -11,7 +11,10 @@ parts=${*:-tests bench}
 for part in $parts; do
   case $part in
     tests) python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    # Plain TF at 50 unrolled passes takes minutes to trace per shape: BENCH_VARIANTS=tf,xla,op,op_rp
+    # (with BENCH_PASSES=20) adds it, as for results/h200_fp16_p20.json.
     bench) python3 -m benchmarks.bench --device gpu --dtype float16 --grid seed --json "$OUT/h200_fp16.json" \
+             --variants "${BENCH_VARIANTS:-xla,op,op_rp}" --passes "${BENCH_PASSES:-50}" \
              2>&1 | grep -v "^WARNING\|^I0000\|^W0000" | tee "$OUT/bench.log" ;;
     breakdown) python3 tests/cuda/check_runner.py breakdown --torch --json "$OUT/breakdown.json" 2>&1 \
              | tee "$OUT/breakdown.log" ;;
