@@ -523,7 +523,8 @@ void SerialImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   ComputeBlock<K>(0, m, 0, n, m, n, k, apack, bpack, c, ldc);
 }
 
-// The AMX GEMM: both operands split and packed once per call (in parallel), then 32x32 C blocks.
+// The AMX GEMM: A split and packed per call, B too unless prepacked (in parallel), then 32x32 C
+// blocks, each over up to kChunk k blocks before C is stored.
 template <typename Tb>
 void AmxImpl(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
              const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,

@@ -1,7 +1,8 @@
 // Single-precision GEMM for the CPU encoder: C[M, N] = A[M, K] * B[K, N], all row-major.
 // B may be float, Eigen::half or Eigen::bfloat16 (widened while packed). With AVX2+FMA this is a
-// BLIS-style packed GEMM (6x16 register tile; 12x32 where the CPU has AVX-512) spread over the pool;
-// otherwise an Eigen contraction.
+// packed GEMM spread over the pool, on the best kernel the CPU has (GemmIsa): AMX tiles on operands
+// split into three bf16 parts (fp32-level results), or BLIS-style FMA micro-kernels (12x32 with
+// AVX-512, 6x16 with AVX2); otherwise an Eigen contraction.
 #pragma once
 
 #include <cstdint>
