@@ -328,15 +328,12 @@ class FastBertEncoderOp : public OpKernel {
     const int L = dims.num_layer;
     std::lock_guard<std::mutex> lock(cache_mu_);
     cache_.resize(W::kNumKernels * L);
-    for (int kernel = 0; kernel < W::kNumKernels; ++kernel) {
-      const int list = kLists[kernel];
-      const WeightSpec& spec = kWeightSpecs[list];
-      const int64_t rows = spec.rows == WeightSpec::kH ? dims.hidden : dims.inter_size;
-      const int64_t cols = spec.cols == WeightSpec::kH ? dims.hidden : dims.inter_size;
-      for (int l = 0; l < L; ++l) {
-        W& layer = (*layers)[l];
-        const T* data[W::kNumKernels] = {layer.q_kernel,        layer.k_kernel,     layer.v_kernel,
-                                         layer.attn_out_kernel, layer.inter_kernel, layer.out_kernel};
+    for (int l = 0; l < L; ++l) {
+      W& layer = (*layers)[l];
+      const T* data[W::kNumKernels] = {layer.q_kernel,        layer.k_kernel,     layer.v_kernel,
+                                       layer.attn_out_kernel, layer.inter_kernel, layer.out_kernel};
+      for (int kernel = 0; kernel < W::kNumKernels; ++kernel) {
+        const int list = kLists[kernel];
         const int t = held.stacked[list] ? 0 : l;
         const Tensor& source = held.tensors[list][t];
         std::shared_ptr<PackedSource>& e = cache_[kernel * L + l];
@@ -345,6 +342,9 @@ class FastBertEncoderOp : public OpKernel {
           continue;
         }
         if (e == nullptr || e->data != data[kernel] || !e->source.SharesBufferWith(source)) {
+          const WeightSpec& spec = kWeightSpecs[list];
+          const int64_t rows = spec.rows == WeightSpec::kH ? dims.hidden : dims.inter_size;
+          const int64_t cols = spec.cols == WeightSpec::kH ? dims.hidden : dims.inter_size;
           e = SharedPacking(source, data[kernel], rows, cols, [&] {
             return cpu::PackWeight(ctx->eigen_device<CPUDevice>(), rows, cols, data[kernel], cols);
           });
