@@ -19,7 +19,7 @@ CUDA_ARCHS ?= 90
 # AVX2/FMA/F16C: the Eigen GEMMs are ~2x faster with them; fastbert_tf checks the CPU before loading.
 CPU_FLAGS  ?= -march=x86-64-v3 -mtune=generic
 
-CXX_SRCS  := tf_ops/ops.cc tf_ops/encoder_op.cc tf_ops/padding_ops.cc $(wildcard tf_ops/cpu/*.cc)
+CXX_SRCS  := tf_ops/ops.cc tf_ops/encoder_op.cc tf_ops/padding_ops.cc tf_ops/exports.cc $(wildcard tf_ops/cpu/*.cc)
 CU_SRCS   := $(wildcard tf_ops/cuda/*.cu)
 CUDA_GLUE := tf_ops/gpu_glue.cc
 ifeq ($(CUDA),1)
@@ -100,5 +100,5 @@ clean:
 HARNESS := $(BUILD)/libfastbert_cuda_harness.so
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(realpath $(NVCC))))
 harness: $(HARNESS)
-$(HARNESS): $(CU_OBJS) $(BUILD)/tf_ops/cuda/encoder_runner.o $(BUILD)/tests/cuda/harness.o
+$(HARNESS): $(CU_OBJS) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard tf_ops/cuda/*.cc)) $(BUILD)/tests/cuda/harness.o
 	$(CXX) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -lcudart -Wl,-rpath,$(CUDA_HOME)/lib64

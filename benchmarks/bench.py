@@ -1,16 +1,26 @@
 """Side-by-side timing of the BERT encoder: plain TF, TF-XLA, the op, the op with remove_padding.
 
-Each variant runs --passes encoder passes inside one tf.function, each pass's output feeding the next
-(XLA: a compiled tf.while_loop; the others: unrolled, see make_loop), timed --repeats times with
-the variants taking turns; the table shows the median ms per pass.
+Two modes (--modes), each timing the variants in turns, --repeats times, median reported:
+  passes    --passes encoder passes inside one tf.function, each pass's output feeding the next
+            (XLA: a compiled tf.while_loop; the others: unrolled, see timing.make_loop); ms per pass
+  per_call  a one-pass tf.function called --calls times back to back, as a serving loop does (the
+            host enqueues a call while the device runs the last); ms per call
+and the traffic (--lengths, benchmarks/lengths.py): one fixed length vector, or a new vector every
+call (uniform, or drawn from a real dataset's token counts). Every variant sees the same vectors; the
+padded variants compute every row and mask, op_rp computes the real tokens only. Before timing, the
+op variants are warmed up (BertEncoder.warmup: every row bucket of B * S) as a server would, and
+the cost of the first calls of a new shape is measured and reported (first_call_ms).
 
     python -m benchmarks.bench                                  # CPU: BERT-base fp32, B=8 S=128
-    python -m benchmarks.bench --device gpu --dtype float16 --grid seed --json benchmarks/results/h200.json
+    python -m benchmarks.bench --device gpu --dtype float16 --grid seed --variants xla,op,op_rp \\
+        --lengths fixed,uniform,dataset:../shared/data/mrpc/train.tsv \\
+        --vocab_file ../shared/models/minilm-l6-mrpc/vocab.txt --json benchmarks/results/h200.json
 """
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -30,19 +40,19 @@ flags.DEFINE_integer("size_per_head", 64, "Head size.")
 flags.DEFINE_integer("inter_size", 3072, "Intermediate size.")
 flags.DEFINE_enum("activation", "gelu_tanh", ["gelu_tanh", "gelu"], "Activation.")
 flags.DEFINE_list("variants", ["tf", "xla", "op", "op_rp"], "Which of tf, xla, op, op_rp to time.")
-flags.DEFINE_integer("passes", 0, "Encoder passes per timed call (0: 3 on CPU, 50 on GPU).")
-flags.DEFINE_integer("repeats", 5, "Timed calls per variant; the median is reported.")
+flags.DEFINE_list("modes", None, "passes and/or per_call (default: passes on the CPU, both on the GPU).")
+flags.DEFINE_list("lengths", ["fixed"], "Traffic: fixed, uniform and/or dataset:PATH (see benchmarks/lengths.py).")
+flags.DEFINE_string("vocab_file", None, "The model's vocab.txt, for --lengths dataset:PATH.")
+flags.DEFINE_string("lengths_task", "mrpc", "GLUE task of a dataset:PATH .tsv (cola, mnli, mrpc, xnli).")
+flags.DEFINE_integer("passes", 0, "passes mode: encoder passes per timed call (0: 3 on CPU, 50 on GPU).")
+flags.DEFINE_integer("calls", 0, "per_call mode: calls per timed repeat (0: 3 on CPU, 100 on GPU).")
+flags.DEFINE_integer("repeats", 5, "Timed repeats per variant; the median is reported.")
+flags.DEFINE_bool("warmup", True, "Warm the op variants up (BertEncoder.warmup) before timing.")
 flags.DEFINE_string("json", None, "Write the results here as JSON.")
-flags.DEFINE_integer("seed", 0, "Random seed for weights and inputs.")
+flags.DEFINE_integer("seed", 0, "Random seed for weights, inputs and lengths.")
 
-
-def half_lengths(batch, seq_len):
-    """Deterministic lengths spread over [1, S] with mean S/2 (all S/2 when B = 1)."""
-    import numpy as np
-    if batch == 1:
-        return np.array([max(1, seq_len // 2)], np.int32)
-    lens = np.round((np.arange(batch) + 0.5) / batch * seq_len).astype(np.int32)
-    return np.clip(lens, 1, seq_len)
+VARIANTS = ("tf", "xla", "op", "op_rp")
+MODES = ("passes", "per_call")
 
 
 def build_variants(weights, dtype, names):
@@ -55,74 +65,142 @@ def build_variants(weights, dtype, names):
     def ref(x, lens):
         return fb.reference.bert_encoder(x, lens, variables, n, nh, activation=FLAGS.activation)
 
-    if "tf" in names:
-        encoders["tf"] = ref
-    if "xla" in names:
-        encoders["xla"] = ref
-    if "op" in names:
-        encoders["op"] = fb.BertEncoder.from_weights(weights, n, nh, dtype=dtype.name, activation=FLAGS.activation)
-    if "op_rp" in names:
-        encoders["op_rp"] = fb.BertEncoder.from_weights(weights, n, nh, dtype=dtype.name, remove_padding=True,
-                                                        activation=FLAGS.activation)
+    for name in names:
+        if name in ("tf", "xla"):
+            encoders[name] = ref
+        else:
+            encoders[name] = fb.BertEncoder.from_weights(weights, n, nh, dtype=dtype.name, remove_padding=name == "op_rp",
+                                                         activation=FLAGS.activation)
     return encoders
+
+
+def first_call_ms(encoder, x, lens):
+    """ms of the first, second and third call of a shape the runner has not seen (each waited for):
+    direct launches (+ GEMM plans for new row counts), the CUDA-graph capture, a replay. Tracing is
+    not counted: encoder.serve (unknown dims) is traced on a tiny shape first."""
+    import tensorflow as tf
+    from benchmarks.timing import wait_for
+    with tf.device("/CPU:0"):
+        tiny_lens = tf.constant([3], tf.int32)
+    wait_for(encoder.serve(tf.cast(tf.ones([1, 3, x.shape[-1]]), x.dtype), tiny_lens))
+    out = []
+    for _ in range(3):
+        start = time.perf_counter()
+        wait_for(encoder.serve(x, lens))
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
 
 
 def main(argv):
     del argv
     import numpy as np
-    from benchmarks.timing import time_variants
     import tensorflow as tf
+    from benchmarks.lengths import Lengths, half_lengths
+    from benchmarks.timing import make_loop, time_loops
     from fastbert_tf.encoder import as_dtype
     from fastbert_tf.weights import random_weights
+    import fastbert_tf as fb
 
     if FLAGS.device == "gpu" and not tf.config.list_physical_devices("GPU"):
         raise app.UsageError("--device gpu: TensorFlow sees no GPU")
     if FLAGS.device == "cpu":
         tf.config.set_visible_devices([], "GPU")
-    unknown = set(FLAGS.variants) - {"tf", "xla", "op", "op_rp"}
+    unknown = set(FLAGS.variants) - set(VARIANTS)
     if unknown:
-        raise app.UsageError(f"--variants: unknown {sorted(unknown)}")
+        raise app.UsageError(f"--variants: unknown {sorted(unknown)}; expected some of {list(VARIANTS)}")
+    modes = FLAGS.modes or (["passes"] if FLAGS.device == "cpu" else list(MODES))
+    if set(modes) - set(MODES):
+        raise app.UsageError(f"--modes: unknown {sorted(set(modes) - set(MODES))}; expected some of {list(MODES)}")
+    try:
+        sources = [Lengths(spec, FLAGS.vocab_file, FLAGS.lengths_task) for spec in FLAGS.lengths]
+    except ValueError as e:
+        raise app.UsageError(str(e))
     if FLAGS.grid == "seed":
         grid = [(b, s) for b in (1, 8, 32) for s in (32, 128, 384)]
     else:
         grid = [(int(b), int(s)) for b in FLAGS.batch_sizes for s in FLAGS.seq_lens]
-    passes = FLAGS.passes or (50 if FLAGS.device == "gpu" else 3)
+    gpu = FLAGS.device == "gpu"
+    passes = FLAGS.passes or (50 if gpu else 3)
+    calls = FLAGS.calls or (100 if gpu else 3)
     dtype = as_dtype(FLAGS.dtype)
     hidden = FLAGS.head_num * FLAGS.size_per_head
     rng = np.random.default_rng(FLAGS.seed)
     weights = random_weights(rng, FLAGS.num_layer, hidden, FLAGS.inter_size)
-    device = "/GPU:0" if FLAGS.device == "gpu" else "/CPU:0"
-    import fastbert_tf as fb
-    cpu_kernel = fb.cpu_gemm_kernel() if FLAGS.device == "cpu" else None
+    device = "/GPU:0" if gpu else "/CPU:0"
+    cpu_kernel = fb.cpu_gemm_kernel() if not gpu else None
     print(f"{device_name(FLAGS.device)}" + (f", CPU GEMM kernel: {cpu_kernel}" if cpu_kernel else ""), flush=True)
-    results = []
+    results, first_calls = [], []
+    ops_variants = [n for n in FLAGS.variants if n.startswith("op")]
     with tf.device(device):
         encoders = build_variants(weights, dtype, FLAGS.variants)
         for batch, seq_len in grid:
             x = tf.constant(rng.standard_normal((batch, seq_len, hidden)), dtype)
-            with tf.device("/CPU:0"):  # lengths come from the host, as in serving
-                full = tf.constant(np.full([batch], seq_len, np.int32))
-                half = tf.constant(half_lengths(batch, seq_len))
-            row = {"batch": batch, "seq_len": seq_len, "avg_len_rp": float(np.mean(half.numpy()))}
-            inputs = {name: (x, half if name == "op_rp" else full) for name in FLAGS.variants}
-            times = time_variants({name: encoders[name] for name in FLAGS.variants}, inputs, passes,
-                                  FLAGS.repeats)
-            for name in FLAGS.variants:
-                row[name] = statistics.median(times[name])
-                row[name + "_all"] = times[name]
-            results.append(row)
-            print(format_row(row), flush=True)
+            if gpu:
+                with tf.device("/CPU:0"):  # lengths come from the host, as in serving
+                    half = tf.constant(half_lengths(batch, seq_len))
+                first = {"batch": batch, "seq_len": seq_len}
+                for name in ops_variants:
+                    first[name] = first_call_ms(encoders[name], x, half)
+                first_calls.append(first)
+                print(f"B={batch} S={seq_len} first calls (ms: new shape, capture, replay): " +
+                      ", ".join(f"{n} {' / '.join(f'{v:.2f}' for v in first[n])}" for n in ops_variants), flush=True)
+            if FLAGS.warmup:
+                for name in ops_variants:
+                    encoders[name].warmup([batch], [seq_len])
+            for mode in modes:
+                per = passes if mode == "passes" else 1
+                n_calls = 1 if mode == "passes" else calls
+                loops = {name: make_loop(encoders[name], per, jit=name == "xla") for name in FLAGS.variants}
+                for source in sources:
+                    vectors = source.vectors(batch, seq_len, n_calls * FLAGS.repeats + 1, rng)
+                    with tf.device("/CPU:0"):
+                        lens = [tf.constant(v) for v in vectors]
+                    for loop in loops.values():  # trace, compile; the first vector is the warm-up's
+                        loop(x, lens[0]).numpy()
+                    inputs = {name: (x, lens[1:]) for name in FLAGS.variants}
+                    times = time_loops(loops, inputs, FLAGS.repeats, calls=n_calls, per_call_units=per)
+                    row = {"batch": batch, "seq_len": seq_len, "mode": mode, "lengths": source.name,
+                           "avg_len": float(np.mean(vectors[1:]))}
+                    for name in FLAGS.variants:
+                        row[name] = statistics.median(times[name])
+                        row[name + "_all"] = times[name]
+                    results.append(row)
+                    print(format_row(row), flush=True)
+            write_json(results, first_calls, modes, passes, calls, sources, cpu_kernel, hidden)
     print_table(results)
+    if gpu and ops_variants:
+        print("GPU caches:", fb.gpu_cache_stats())
+
+
+def write_json(results, first_calls, modes, passes, calls, sources, cpu_kernel, hidden):
+    """The results so far (written after every grid point: a run cut short keeps what it measured)."""
+    import tensorflow as tf
+    import fastbert_tf as fb
+    gpu = FLAGS.device == "gpu"
     if FLAGS.json:
         meta = {"device": device_name(FLAGS.device), "host": platform.node(), "dtype": FLAGS.dtype,
                 "num_layer": FLAGS.num_layer, "hidden": hidden, "head_num": FLAGS.head_num,
-                "inter_size": FLAGS.inter_size, "activation": FLAGS.activation, "passes": passes,
-                "loop": "xla: compiled tf.while_loop; tf, op, op_rp: passes unrolled in one tf.function",
-                "repeats": FLAGS.repeats, "cpu_gemm_kernel": cpu_kernel, "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
-                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "inter_size": FLAGS.inter_size, "activation": FLAGS.activation, "modes": modes,
+                "passes": passes, "calls": calls, "lengths": {s.name: s.histogram() for s in sources},
+                "loop": "passes: xla a compiled tf.while_loop, tf/op/op_rp unrolled in one tf.function; "
+                        "per_call: a one-pass tf.function called back to back",
+                "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "cpu_gemm_kernel": cpu_kernel,
+                "tensorflow": tf.__version__, "build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()
+                                                        if k in ("cuda_version", "cudnn_version")},
+                "driver": gpu_driver() if gpu else None, "cpu_count": os.cpu_count(),
+                "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "gpu_caches": fb.gpu_cache_stats() if gpu else None}
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
         with open(FLAGS.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
+            json.dump({"meta": meta, "results": results, "first_call_ms": first_calls}, f, indent=1)
+
+
+def gpu_driver():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def device_name(device):
@@ -139,23 +217,26 @@ def device_name(device):
 
 
 def format_row(row):
-    cols = [f"B={row['batch']:<3d} S={row['seq_len']:<4d}"]
-    for name in ("tf", "xla", "op", "op_rp"):
+    cols = [f"B={row['batch']:<3d} S={row['seq_len']:<4d} {row['mode']:8s} {row['lengths']:14s}"]
+    for name in VARIANTS:
         if name in row:
             cols.append(f"{name} {row[name]:9.3f} ms")
     return "  ".join(cols)
 
 
 def print_table(results):
-    names = [n for n in ("tf", "xla", "op", "op_rp") if n in results[0]]
+    names = [n for n in VARIANTS if n in results[0]]
     base = [n for n in ("tf", "xla") if n in names]
-    head = f"{'B':>4} {'S':>5} " + " ".join(f"{n + ' ms':>10}" for n in names)
+    unit = {"passes": "ms per pass", "per_call": "ms per call"}
+    head = f"{'B':>4} {'S':>5} {'mode':>8} {'lengths':>14} {'avg len':>7} " + " ".join(f"{n + ' ms':>10}" for n in names)
     if base:
         head += " " + " ".join(f"{n + ' x':>9}" for n in names if n.startswith("op"))
-    print("\nms per encoder pass (median); 'x' = speedup over the faster of " + "/".join(base) if base else "")
+    print("\nmedians (" + ", ".join(f"{m}: {u}" for m, u in unit.items()) + ")" +
+          ("; 'x' = speedup over the faster of " + "/".join(base) if base else ""))
     print(head)
     for r in results:
-        line = f"{r['batch']:>4} {r['seq_len']:>5} " + " ".join(f"{r[n]:>10.3f}" for n in names)
+        line = (f"{r['batch']:>4} {r['seq_len']:>5} {r['mode']:>8} {r['lengths']:>14} {r['avg_len']:>7.1f} " +
+                " ".join(f"{r[n]:>10.3f}" for n in names))
         if base:
             best = min(r[n] for n in base)
             line += " " + " ".join(f"{best / r[n]:>9.2f}" for n in names if n.startswith("op"))

@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
 # Check and time on a GPU machine where TensorFlow sees the GPU, in one go. Expects the op library
-# built already (make lib, carried in fastbert_tf/) and, for the sanitizer and breakdown parts, the
-# TF-free harness (make harness; tests/cuda/check_runner.py make --out .device-cases).
-#   bash benchmarks/gpu_check_and_time.sh [tests] [bench] [breakdown] [sanitize]
+# built already (make lib, carried in fastbert_tf/), and for some parts more carried along:
+#   bash benchmarks/gpu_check_and_time.sh [tests] [bench] [mrpc] [soak] [breakdown] [sanitize]
+#   tests      the GPU tests, and the CPU kernel tests (the host CPU may have AMX)
+#   bench      benchmarks/bench.py on the seed grid: XLA, op, op_rp; passes and per_call modes; fixed,
+#              uniform and MRPC-train lengths (BENCH_DTYPE, BENCH_MODES, BENCH_VARIANTS, BENCH_PASSES,
+#              BENCH_CALLS, BENCH_LENGTHS)
+#   mrpc       MRPC dev through run_classifier_wrap, padded and --remove_padding (DATA: a folder with
+#              mrpc/*.tsv and minilm16/: bert_model.ckpt, bert_config.json, vocab.txt)
+#   soak       tests/gpu_traffic.py: 100,000 calls of random shapes and lengths, memory and caches
+#   breakdown, sanitize: the TF-free harness (make harness; tests/cuda/check_runner.py make)
 set -uo pipefail
 OUT=${OUT:-out}
+DATA=${DATA:-.device-data}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 parts=${*:-tests bench}
+quiet() { grep -v "^WARNING\|^I0000\|^W0000\|^W1\|^I1\|Saver is deprecated"; }
 for part in $parts; do
   case $part in
-    tests) python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
-    # Plain TF at 50 unrolled passes takes minutes to trace per shape: BENCH_VARIANTS=tf,xla,op,op_rp
-    # (with BENCH_PASSES=20) adds it, as for results/h200_fp16_p20.json.
-    bench) python3 -m benchmarks.bench --device gpu --dtype float16 --grid seed --json "$OUT/h200_fp16.json" \
+    tests) python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+           python3 -m pytest -q -rs -p no:cacheprovider tests/test_cpu_kernels.py 2>&1 | tee "$OUT/cpu_kernel_tests.log" | tail -6 ;;
+    bench) dtype=${BENCH_DTYPE:-float16}
+           python3 -m benchmarks.bench --device gpu --dtype "$dtype" --grid seed --json "$OUT/h200_$dtype.json" \
              --variants "${BENCH_VARIANTS:-xla,op,op_rp}" --passes "${BENCH_PASSES:-50}" \
-             2>&1 | grep -v "^WARNING\|^I0000\|^W0000" | tee "$OUT/bench.log" ;;
+             --modes "${BENCH_MODES:-passes,per_call}" --calls "${BENCH_CALLS:-100}" \
+             --lengths "${BENCH_LENGTHS:-fixed,uniform,dataset:$DATA/mrpc/train.tsv}" --vocab_file "$DATA/minilm16/vocab.txt" 2>&1 | quiet | tee "$OUT/bench_$dtype.log" ;;
+    mrpc)  for rp in "" --remove_padding; do
+             python3 -m glue_squad.run_classifier_wrap --task_name mrpc --data_dir "$DATA/mrpc" \
+               --vocab_file "$DATA/minilm16/vocab.txt" --bert_config_file "$DATA/minilm16/bert_config.json" \
+               --init_checkpoint "$DATA/minilm16/bert_model.ckpt" --max_seq_length 128 --eval_batch_size 32 \
+               --output_dir "$OUT/mrpc$rp" --do_eval --floatx float16 $rp 2>&1 | quiet | tail -12
+           done
+           paste "$OUT/mrpc/eval_results.txt" "$OUT/mrpc--remove_padding/eval_results.txt" | tee "$OUT/mrpc.txt" ;;
+    soak)  python3 tests/gpu_traffic.py --calls "${SOAK_CALLS:-100000}" --shapes wide --dtypes float16 \
+             --check_every 5000 --report_every 10000 2>&1 | quiet | tee "$OUT/soak.log" | cut -c1-400 ;;
     breakdown) python3 tests/cuda/check_runner.py breakdown --torch --json "$OUT/breakdown.json" 2>&1 \
              | tee "$OUT/breakdown.log" ;;
     sanitize)

@@ -16,7 +16,7 @@ otherwise from post-training calibration: --calib_data (a GLUE task directory wi
 or a SQuAD json), --vocab_file, --bert_config_file, run through the plain-TF encoder in float32
 over the real tokens of --calib_batches batches; --calib_method max or percentile.
 
-The output format is described in checkpoint_tools/quantization.py and the README. The input is only
+The output format is described in fastbert_tf/int8.py and the README. The input is only
 read; the output is written beside its place and moved in; it may not be the input, nor exist
 (without --overwrite). A summary of the ranges (min / median / max over layers) is printed last.
 """
@@ -27,8 +27,7 @@ from absl import app, flags
 
 from checkpoint_tools import ckpt_io, quantization
 from fastbert_tf import int8
-from fastbert_tf.modeling import is_training_state
-from fastbert_tf.weights import KERNEL_NAMES
+from fastbert_tf.weights import ENCODER_SCOPE, KERNEL_NAMES, is_training_state
 
 FLAGS = flags.FLAGS
 
@@ -69,8 +68,7 @@ def calibration_batches(calib_data, calib_task, vocab_file, max_seq_length, batc
         feats = feats[:n]
     else:
         rc = bert_compat.load("run_classifier")
-        processors = {"cola": rc.ColaProcessor, "mnli": rc.MnliProcessor, "mrpc": rc.MrpcProcessor,
-                      "xnli": rc.XnliProcessor}
+        processors = bert_compat.glue_processors()
         if calib_task not in processors:
             raise ValueError(f"--calib_task must be one of {sorted(processors)} for a GLUE --calib_data")
         proc = processors[calib_task]()
@@ -110,13 +108,13 @@ def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, 
         raise ValueError(f"--int8_mode must be 1 or 2, got {int8_mode}")
     ckpt_io.check_output(init_checkpoint, output, overwrite)
     reader, shapes, dtypes = ckpt_io.read(init_checkpoint)
-    first = "bert/encoder/layer_0/attention/self/query/kernel"
+    first = f"{ENCODER_SCOPE}layer_0/attention/self/query/kernel"
     if first not in shapes:
         raise ValueError(f"{init_checkpoint} is not a BERT checkpoint (no '{first}')")
     if reader.has_tensor(int8.INT8_MODE_NAME) or dtypes[first] == tf.int8:
         raise ValueError(f"{init_checkpoint} is quantized already")
     layers = config.num_hidden_layers
-    if f"bert/encoder/layer_{layers - 1}/output/LayerNorm/gamma" not in shapes:
+    if f"{ENCODER_SCOPE}layer_{layers - 1}/output/LayerNorm/gamma" not in shapes:
         raise ValueError(f"{init_checkpoint} has fewer than num_hidden_layers={layers} layers")
     acts, qat_kernels = quantization.qat_ranges(reader, layers)
     missing = quantization.missing_ranges(acts, int8_mode)
@@ -144,7 +142,7 @@ def quantize_checkpoint(init_checkpoint, output, int8_mode, config, calib=None, 
         values[name] = reader.get_tensor(name)
     for layer in range(layers):
         kernel_scales[layer] = {}
-        base = f"bert/encoder/layer_{layer}/"
+        base = f"{ENCODER_SCOPE}layer_{layer}/"
         for kname in KERNEL_NAMES:
             kernel = np.asarray(reader.get_tensor(base + kname), np.float32)
             q, scales = quantization.quantize_kernel(kernel, int8_mode, qat_kernels[layer][kname])

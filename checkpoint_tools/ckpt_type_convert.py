@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from checkpoint_tools import ckpt_io
-from fastbert_tf.modeling import is_training_state
+from fastbert_tf.weights import is_training_state
 
 FLAGS = flags.FLAGS
 

@@ -26,6 +26,8 @@ import zipfile
 import numpy as np
 from absl import app, flags
 
+from fastbert_tf.weights import ENCODER_SCOPE
+
 FLAGS = flags.FLAGS
 
 
@@ -84,7 +86,7 @@ def google_name(hf_name):
     layer = re.match(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", name)
     other = re.match(r"^(embeddings\.LayerNorm|pooler\.dense)\.(weight|bias)$", name)
     if layer and layer.group(2) in dict(_LAYER_PARTS):
-        target, leaf = f"bert/encoder/layer_{layer.group(1)}/{dict(_LAYER_PARTS)[layer.group(2)]}", layer.group(3)
+        target, leaf = f"{ENCODER_SCOPE}layer_{layer.group(1)}/{dict(_LAYER_PARTS)[layer.group(2)]}", layer.group(3)
     elif other:
         target, leaf = _FIXED[other.group(1)], other.group(2)
     else:
@@ -235,7 +237,7 @@ def convert(hf_dir, output_dir, overwrite=False):
     weights = convert_weights(read_hf_weights(hf_dir))
     h, layers = config["hidden_size"], config["num_hidden_layers"]
     for layer in range(layers):
-        name = f"bert/encoder/layer_{layer}/attention/self/query/kernel"
+        name = f"{ENCODER_SCOPE}layer_{layer}/attention/self/query/kernel"
         if name not in weights:
             raise ValueError(f"the weights lack '{name}' for num_hidden_layers={layers}")
         if weights[name].shape != (h, h):

@@ -3,7 +3,7 @@ calibration. The format and the rounding are fastbert_tf.int8's."""
 import numpy as np
 
 from fastbert_tf.int8 import MODE1_ACTIVATIONS, PER_CHANNEL, QUANT_ACTIVATIONS, quantize, scale_of
-from fastbert_tf.weights import KERNEL_NAMES
+from fastbert_tf.weights import ENCODER_SCOPE, KERNEL_NAMES
 
 
 def quantize_kernel(kernel, int8_mode, amax=None):
@@ -55,7 +55,7 @@ def qat_ranges(reader, num_layer):
     activations without a quantizer are left out (probs defaults to 1.0)."""
     acts, kernels = {}, {}
     for layer in range(num_layer):
-        base = f"bert/encoder/layer_{layer}/"
+        base = f"{ENCODER_SCOPE}layer_{layer}/"
         acts[layer] = {}
         for name, qnames in QAT_NAMES.items():
             amax = _qat_amax(reader, [base + q for q in qnames])

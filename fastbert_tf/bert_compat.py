@@ -138,3 +138,10 @@ def load(name):
         _loaded[name] = module
         sys.modules[module.__name__] = module  # for pickling and tracebacks; not a bert/tf name
         return module
+
+
+def glue_processors():
+    """Google's GLUE processors by task name ({'cola': ColaProcessor, ...}): the one table the wrap
+    script, the calibration tool and the benchmark's dataset lengths share."""
+    rc = load("run_classifier")
+    return {"cola": rc.ColaProcessor, "mnli": rc.MnliProcessor, "mrpc": rc.MrpcProcessor, "xnli": rc.XnliProcessor}

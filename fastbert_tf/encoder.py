@@ -1,12 +1,14 @@
 """BertEncoder: the FastBertEncoder op with its weights held as variables (a tf.Module)."""
+import json
+
 import numpy as np
 import tensorflow as tf
 
-from fastbert_tf import ops
-from fastbert_tf.weights import LAYER_WEIGHTS, check_weights, key
+from fastbert_tf import int8, ops
+from fastbert_tf.weights import (CONFIG_ACTIVATIONS, ENCODER_SCOPE, LAYER_WEIGHTS, OP_ACTIVATIONS, check_weights,
+                                 is_training_state, stack_layers)
 
 _DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
-ACTIVATIONS = ("gelu_tanh", "gelu")
 
 
 def as_dtype(dtype):
@@ -17,32 +19,37 @@ def as_dtype(dtype):
     return _DTYPES[name]
 
 
-def _check_options(activation, layer_norm_eps, q_scaling, int8_mode):
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if not layer_norm_eps >= 0:
-        raise ValueError(f"layer_norm_eps must be >= 0, got {layer_norm_eps!r}")
-    if not q_scaling > 0:
-        raise ValueError(f"q_scaling must be > 0, got {q_scaling!r}")
-    if int8_mode not in (0, 1, 2):
-        raise ValueError(f"int8_mode must be 0, 1 or 2, got {int8_mode!r}")
+def _variables(stacked, name):
+    """One variable per weight kind ([num_layer, ...]): 16 inputs per call, not 16 * num_layer."""
+    with tf.name_scope(name or "bert_encoder"):
+        return {op_name: [tf.Variable(value, trainable=False, name=op_name)] for op_name, value in stacked.items()}
 
 
 class BertEncoder(tf.Module):
     """Google BERT's encoder stack as one FastBertEncoder op.
 
     Build it with from_weights (a dict of numpy arrays keyed by Google BERT's names below
-    'bert/encoder/'), then call enc(hidden_states [B, S, H], sequence_length [B]), eagerly or in a
-    tf.function. Rows at or past a sequence's length come out as zeros. The variables are made once;
-    calls pass them to the op without copies. `serve` is a tf.function with unknown batch and sequence
-    dims, for tf.saved_model.save (reload after fastbert_tf.load_op_library()).
+    'bert/encoder/') or from_checkpoint, then call enc(hidden_states [B, S, H], sequence_length [B]),
+    eagerly or in a tf.function. Rows at or past a sequence's length come out as zeros. The variables
+    are made once; calls pass them to the op without copies. `serve` is a tf.function with unknown
+    batch and sequence dims, for tf.saved_model.save (reload after fastbert_tf.load_op_library()).
     """
 
     def __init__(self, layer_variables, *, num_layer, head_num, hidden, inter_size, dtype="float32",
                  remove_padding=False, activation="gelu_tanh", layer_norm_eps=1e-12, q_scaling=1.0,
                  int8_mode=0, quant_scales=(), name=None):
         super().__init__(name=name)
-        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
+        if activation not in OP_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {OP_ACTIVATIONS}, got {activation!r}")
+        if not layer_norm_eps >= 0:
+            raise ValueError(f"layer_norm_eps must be >= 0, got {layer_norm_eps!r}")
+        if not q_scaling > 0:
+            raise ValueError(f"q_scaling must be > 0, got {q_scaling!r}")
+        if int8_mode not in (0, 1, 2):
+            raise ValueError(f"int8_mode must be 0, 1 or 2, got {int8_mode!r}")
+        if bool(int8_mode) != bool(len(quant_scales)):
+            raise ValueError("int8_mode 1/2 take a quantized checkpoint: use BertEncoder.from_checkpoint on one "
+                             "written by checkpoint_tools/ckpt_quantization.py")
         self.dtype = as_dtype(dtype)
         self.num_layer = int(num_layer)
         self.head_num = int(head_num)
@@ -70,23 +77,13 @@ class BertEncoder(tf.Module):
         Missing or extra keys, wrong shapes or a layer count that does not match raise ValueError.
         int8_mode 1/2 take a quantized checkpoint: use from_checkpoint.
         """
-        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
-        if int8_mode:
-            raise ValueError("int8_mode needs quantized weights and ranges: use BertEncoder.from_checkpoint "
-                             "on a checkpoint written by checkpoint_tools/ckpt_quantization.py")
         tf_dtype = as_dtype(dtype)
-        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
         weights, hidden, inter = check_weights(weights, num_layer, head_num)
-        # One variable per kind with the layers stacked: 16 inputs per call instead of 16 * num_layer.
-        variables = {}
-        with tf.name_scope(name or "bert_encoder"):
-            for op_name, var_name, _ in LAYER_WEIGHTS:
-                stacked = np.stack([np.asarray(weights[key(layer, var_name)]) for layer in range(num_layer)])
-                variables[op_name] = [tf.Variable(stacked.astype(tf_dtype.as_numpy_dtype), trainable=False,
-                                                  name=op_name)]
-        return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
-                   dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
-                   layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, name=name)
+        np_dtype = tf_dtype.as_numpy_dtype
+        return cls(_variables(stack_layers(weights, num_layer, np_dtype, np_dtype), name), num_layer=num_layer,
+                   head_num=head_num, hidden=hidden, inter_size=inter, dtype=tf_dtype, remove_padding=remove_padding,
+                   activation=activation, layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode,
+                   name=name)
 
     @classmethod
     def from_checkpoint(cls, path, num_layer=None, head_num=None, dtype="float32", remove_padding=False,
@@ -98,9 +95,6 @@ class BertEncoder(tf.Module):
         num_layer, head_num, activation and layer_norm_eps default to bert_config_file's, or to the
         bert_config.json beside the checkpoint.
         """
-        import json
-        from fastbert_tf import int8, modeling
-        from fastbert_tf.weights import key as layer_key
         config_file = bert_config_file or int8.checkpoint_dir_config(path)
         config = {}
         if config_file:
@@ -111,7 +105,7 @@ class BertEncoder(tf.Module):
         if not num_layer or not head_num:
             raise ValueError("from_checkpoint: give num_layer and head_num, or a bert_config.json "
                              f"(none found beside {path})")
-        activation = activation or modeling.ACTIVATIONS.get(config.get("hidden_act", "gelu"), "gelu_tanh")
+        activation = activation or CONFIG_ACTIVATIONS.get(config.get("hidden_act", "gelu"), "gelu_tanh")
         layer_norm_eps = layer_norm_eps if layer_norm_eps is not None else config.get("layer_norm_eps", 1e-12)
         if not int8_mode:
             try:
@@ -120,28 +114,56 @@ class BertEncoder(tf.Module):
                 raise ValueError(f"cannot read checkpoint {path}: {e}") from None
             if reader.has_tensor(int8.INT8_MODE_NAME):
                 raise ValueError(f"{path} is quantized: pass its int8_mode")
-            names = [n for n in reader.get_variable_to_shape_map() if n.startswith("bert/encoder/")
-                     and not modeling.is_training_state(n) and "_quantizer/" not in n]
-            weights = {n[len("bert/encoder/"):]: reader.get_tensor(n) for n in names}
+            names = [n for n in reader.get_variable_to_shape_map() if n.startswith(ENCODER_SCOPE)
+                     and not is_training_state(n) and "_quantizer/" not in n]
+            weights = {n[len(ENCODER_SCOPE):]: reader.get_tensor(n) for n in names}
             return cls.from_weights(weights, num_layer, head_num, dtype, remove_padding, activation,
                                     layer_norm_eps, q_scaling, name=name)
-        _check_options(activation, layer_norm_eps, q_scaling, int8_mode)
         mode, layers, weights, scales = int8.read_int8_encoder(path, num_layer)
         if mode != int8_mode:
             raise ValueError(f"{path} was quantized for int8_mode {mode}, not {int8_mode}")
         weights, hidden, inter = check_weights(weights, num_layer, head_num)
         tf_dtype = as_dtype(dtype)
-        variables = {}
+        variables = _variables(stack_layers(weights, num_layer, np.int8, tf_dtype.as_numpy_dtype), name)
         with tf.name_scope(name or "bert_encoder"):
-            for op_name, var_name, shape in LAYER_WEIGHTS:
-                stacked = np.stack([np.asarray(weights[layer_key(l, var_name)]) for l in range(num_layer)])
-                value = stacked.astype(np.int8) if len(shape) == 2 else stacked.astype(tf_dtype.as_numpy_dtype)
-                variables[op_name] = [tf.Variable(value, trainable=False, name=op_name)]
             quant = [tf.Variable(s, trainable=False, name=f"quant_scales_{i}") for i, s in enumerate(scales)]
         return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
                    dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
                    layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode, quant_scales=quant,
                    name=name)
+
+    def warmup(self, batch_sizes, seq_lens, fn=None):
+        """Runs every GPU shape a server will see up to the given sizes, so that served calls replay.
+
+        A call of a shape (and, with remove_padding, a row bucket: fastbert_tf.row_buckets) the GPU
+        runner has not seen runs with direct launches, and its second call captures a CUDA graph
+        (README: first-call cost); later calls of that shape replay the graph whatever their lengths.
+        This makes those two calls for each B in batch_sizes, S in seq_lens and, with remove_padding,
+        each row bucket of B * S, largest first (the scratch buffer is sized once). fn: the callable to
+        warm (default: the encoder itself; the graphs are shared by every caller of the same weights).
+        Returns the number of calls made. On the CPU (which keeps no per-shape state) it makes one call
+        per shape.
+        """
+        fn = fn or self
+        device = next(iter(self.layer_variables.values()))[0].device
+        on_gpu = "GPU" in device.upper()
+        batch_sizes = [int(b) for b in batch_sizes]
+        seq_lens = [int(s) for s in seq_lens]
+        if any(b < 1 for b in batch_sizes) or any(s < 1 for s in seq_lens):
+            raise ValueError(f"warmup: batch sizes and sequence lengths must be >= 1, got {batch_sizes}, {seq_lens}")
+        calls = 0
+        for b in sorted(set(batch_sizes), reverse=True):
+            for s in sorted(set(seq_lens), reverse=True):
+                with tf.device(device):
+                    x = tf.cast(tf.random.normal([b, s, self.hidden]), self.dtype)
+                for lengths in ops.warmup_lengths(b, s, every_bucket=self.remove_padding and on_gpu):
+                    with tf.device("/CPU:0"):  # host lengths, as the op reads them
+                        lengths = tf.constant(lengths)
+                    for _ in range(2 if on_gpu else 1):
+                        with tf.device(device):
+                            fn(x, lengths)
+                        calls += 1
+        return calls
 
     def __call__(self, hidden_states, sequence_length):
         hidden_states = tf.convert_to_tensor(hidden_states)

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from fastbert_tf.weights import KERNEL_NAMES, key
+from fastbert_tf.weights import ENCODER_SCOPE, KERNEL_NAMES, is_training_state, key
 
 # In the order of tf_ops/common/quant_layout.h (QuantIndex).
 QUANT_ACTIVATIONS = ("qkv_input", "q", "k", "v", "probs", "attention_output_input", "attention_output_gemm",
@@ -80,26 +80,25 @@ def quant_vector(act_amax, kernel_scales, int8_mode, hidden, inter):
 def read_int8_encoder(path, num_layer=None):
     """(int8_mode, num_layer, {key: int8 kernel or float vector}, [quant_scales per layer])."""
     import tensorflow as tf
-    from fastbert_tf.modeling import is_training_state
     reader = tf.train.load_checkpoint(path)
     if not reader.has_tensor(INT8_MODE_NAME):
         raise ValueError(f"{path} is not a quantized checkpoint (no {INT8_MODE_NAME}); "
                          "make one with checkpoint_tools/ckpt_quantization.py")
     mode = int(reader.get_tensor(INT8_MODE_NAME))
     shapes = reader.get_variable_to_shape_map()
-    layers = num_layer or len({n.split("/")[2] for n in shapes if n.startswith("bert/encoder/layer_")})
-    hidden = shapes[f"bert/encoder/{key(0, 'attention/self/query/kernel')}"][0]
-    inter = shapes[f"bert/encoder/{key(0, 'intermediate/dense/kernel')}"][1]
+    layers = num_layer or len({n.split("/")[2] for n in shapes if n.startswith(ENCODER_SCOPE + "layer_")})
+    hidden = shapes[ENCODER_SCOPE + key(0, 'attention/self/query/kernel')][0]
+    inter = shapes[ENCODER_SCOPE + key(0, 'intermediate/dense/kernel')][1]
     weights, scales = {}, []
     for layer in range(layers):
-        base = f"bert/encoder/layer_{layer}/"
+        base = f"{ENCODER_SCOPE}layer_{layer}/"
         act = {n: np.asarray(reader.get_tensor(base + f"quant/{n}_amax"), np.float32) for n in QUANT_ACTIVATIONS}
         kscales = {k: np.asarray(reader.get_tensor(base + k + "_scale"), np.float32).reshape(-1) for k in KERNEL_NAMES}
         scales.append(quant_vector(act, kscales, mode, hidden, inter))
     for name in shapes:
-        if (name.startswith("bert/encoder/layer_") and "/quant/" not in name and not name.endswith("_scale")
+        if (name.startswith(ENCODER_SCOPE + "layer_") and "/quant/" not in name and not name.endswith("_scale")
                 and not is_training_state(name)):
-            weights[name[len("bert/encoder/"):]] = reader.get_tensor(name)
+            weights[name[len(ENCODER_SCOPE):]] = reader.get_tensor(name)
     return mode, layers, weights, scales
 
 
@@ -112,10 +111,10 @@ def load_into_model(path, bert_model, int8_mode):
         raise ValueError(f"{path} was quantized for int8_mode {mode}, not {int8_mode}")
     for name, var in bert_model.encoder_weights.items():
         if name not in weights:
-            raise ValueError(f"{path} lacks 'bert/encoder/{name}'")
+            raise ValueError(f"{path} lacks '{ENCODER_SCOPE}{name}'")
         value = weights[name]
         if list(value.shape) != var.shape.as_list():
-            raise ValueError(f"'bert/encoder/{name}' has shape {list(value.shape)}, the config gives {var.shape.as_list()}")
+            raise ValueError(f"'{ENCODER_SCOPE}{name}' has shape {list(value.shape)}, the config gives {var.shape.as_list()}")
         var.assign(tf.cast(value, var.dtype))
     bert_model.quant_scales = [tf.Variable(s, trainable=False, name=f"quant_scales_{i}") for i, s in enumerate(scales)]
     return bert_model

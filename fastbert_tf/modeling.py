@@ -20,14 +20,10 @@ import tensorflow as tf
 
 from fastbert_tf import ops, reference
 from fastbert_tf.encoder import as_dtype
-from fastbert_tf.weights import LAYER_WEIGHTS, key
+from fastbert_tf.weights import CONFIG_ACTIVATIONS, LAYER_WEIGHTS, is_training_state, key
 
 # bert_config.json's hidden_act -> FastBertEncoder activation. Google's "gelu" is the tanh form;
 # Hugging Face's "gelu" is the erf form (convert_hf writes it as "gelu_erf").
-ACTIVATIONS = {"gelu": "gelu_tanh", "gelu_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-               "gelu_pytorch_tanh": "gelu_tanh", "gelu_erf": "gelu", "gelu_exact": "gelu"}
-
-
 class BertConfig:
     """Google BERT's configuration (bert_config.json), plus layer_norm_eps."""
 
@@ -52,9 +48,9 @@ class BertConfig:
         self.validate()
 
     def validate(self):
-        if self.hidden_act not in ACTIVATIONS:
+        if self.hidden_act not in CONFIG_ACTIVATIONS:
             raise ValueError(f"bert_config: hidden_act {self.hidden_act!r} is not supported; expected one of "
-                             f"{sorted(ACTIVATIONS)} ('gelu' is Google's tanh form, 'gelu_erf' the exact one)")
+                             f"{sorted(CONFIG_ACTIVATIONS)} ('gelu' is Google's tanh form, 'gelu_erf' the exact one)")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -65,7 +61,7 @@ class BertConfig:
 
     @property
     def activation(self):
-        return ACTIVATIONS[self.hidden_act]
+        return CONFIG_ACTIVATIONS[self.hidden_act]
 
     @classmethod
     def from_dict(cls, d):
@@ -91,8 +87,8 @@ class BertModel(tf.Module):
     """Google BERT's BertModel on FastBertEncoder (see the module docstring).
 
     Extra arguments: floatx ('float32' | 'float16' | 'bfloat16': variables and activations),
-    remove_padding, int8_mode (with quant_weights from a quantized checkpoint: see
-    load_quantized_checkpoint), use_fast_op (False: the plain-TF encoder, for training).
+    remove_padding, int8_mode (then load a quantized checkpoint's encoder with
+    fastbert_tf.int8.load_into_model), use_fast_op (False: the plain-TF encoder, for training).
     """
 
     def __init__(self, config, is_training, input_ids=None, input_mask=None, token_type_ids=None,
@@ -221,13 +217,6 @@ class BertModel(tf.Module):
 
 # ---------------------------------------------------------------- checkpoints
 
-def is_training_state(name):
-    """Optimizer slots and step counters in a checkpoint: not model weights."""
-    last = name.split("/")[-1]
-    return (name == "global_step" or last in ("adam_m", "adam_v") or "/Adam" in name or last.startswith("Momentum")
-            or "/LAMB" in name)
-
-
 def load_checkpoint(path, variables):
     """Assigns checkpoint values to variables by Google name ({name: tf.Variable}, names without ':0').
 
@@ -275,9 +264,13 @@ def head_variable(name, shape, dtype, stddev=0.02, zeros=False):
 
 
 def sequence_lengths(input_mask):
-    """What BertModel passes as sequence_length: the row sums of a right-padded input_mask."""
-    return tf.reduce_sum(tf.cast(input_mask, tf.int32), axis=1)
+    """What BertModel passes as sequence_length: the row sums of a right-padded input_mask.
+
+    Summed on the CPU: the op reads the lengths on the host, and a mask fed from the host (tf.data,
+    numpy) then never visits the GPU, so the op does not wait for a device-to-host copy."""
+    with tf.device("/CPU:0"):
+        return tf.reduce_sum(tf.cast(input_mask, tf.int32), axis=1)
 
 
-__all__ = ["BertConfig", "BertModel", "head_variable", "is_training_state", "load_checkpoint", "model_variables", "save_checkpoint",
+__all__ = ["BertConfig", "BertModel", "head_variable", "load_checkpoint", "model_variables", "save_checkpoint",
            "sequence_lengths"]

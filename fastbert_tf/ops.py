@@ -76,10 +76,64 @@ def cpu_gemm_kernel():
     """The kernel the CPU encoder's GEMMs use in this process: "amx" (bf16 tiles on operands split
     into three bf16 parts, fp32-level results), "avx512", "avx2" or "eigen". Chosen once per
     process: the best the CPU and OS support, at most $FASTBERT_CPU_ISA (avx2, avx512 or amx)."""
-    load_op_library()
-    lib = ctypes.CDLL(library_path())  # the library TF loaded (same path, same handle)
+    lib = _c_library()
     lib.fastbert_cpu_gemm_kernel.restype = ctypes.c_char_p
     return lib.fastbert_cpu_gemm_kernel().decode()
+
+
+def _c_library():
+    load_op_library()
+    return ctypes.CDLL(library_path())  # the library TF loaded (same path, same handle)
+
+
+def row_buckets(capacity):
+    """The row counts a remove_padding call of B * S = capacity rows runs over on the GPU, ascending:
+    its token count rounded up to the next of these (64 rows up to 2048 tokens, then 1/32 of the next
+    power of two). Calls whose token counts share a bucket replay one CUDA graph."""
+    capacity = int(capacity)
+    if capacity < 0:
+        raise ValueError(f"capacity must be >= 0, got {capacity}")
+    fn = _c_library().fastbert_row_buckets
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+    n = fn(capacity, None, 0)
+    out = (ctypes.c_int64 * max(n, 1))()
+    fn(capacity, out, n)
+    return [int(v) for v in out[:n]]
+
+
+def warmup_lengths(batch, seq_len, every_bucket=True):
+    """Length vectors ([batch] int32) that reach every GPU row bucket of batch * seq_len tokens,
+    largest first (one vector of full lengths if not every_bucket): what warm-ups call with."""
+    import numpy as np
+    out = []
+    for tokens in (row_buckets(batch * seq_len)[::-1] if every_bucket else [batch * seq_len]):
+        lengths = np.zeros([batch], np.int32)  # `tokens` real tokens: full sequences, then the rest
+        lengths[:tokens // seq_len] = seq_len
+        if tokens % seq_len:
+            lengths[tokens // seq_len] = tokens % seq_len
+        out.append(lengths)
+    return out
+
+
+def gpu_cache_stats():
+    """The GPU runner's caches, one dict per (GPU, stream) context used so far in this process:
+    scratch bytes, pinned bytes, GEMM plans, CUDA graph keys and executables, with their bounds
+    (`*_max`) and counters (replays, captures, direct calls, evictions). [] without CUDA."""
+    import json
+    lib = _c_library()
+    if not hasattr(lib, "fastbert_gpu_cache_stats"):
+        return []
+    fn = lib.fastbert_gpu_cache_stats
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    size = 1 << 14
+    while True:  # the text can grow between calls (a new context)
+        buf = ctypes.create_string_buffer(size)
+        need = fn(buf, size)
+        if need <= size:
+            return json.loads(buf.value.decode())
+        size = need * 2
 
 
 @tf.autograph.experimental.do_not_convert

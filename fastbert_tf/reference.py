@@ -43,7 +43,7 @@ def bert_encoder(hidden_states, sequence_length, weights, num_layer, head_num, a
 
     weights: mapping from keys such as 'layer_0/attention/self/query/kernel' to arrays, tensors or
     variables (cast to the dtype of hidden_states). observer(layer, name, tensor), if given, sees the
-    activations that INT8 quantizes (see checkpoint_tools/ckpt_quantization.py for the names).
+    activations that INT8 quantizes (fastbert_tf.int8.QUANT_ACTIVATIONS names them).
     """
     x = tf.convert_to_tensor(hidden_states)
     dtype = x.dtype

@@ -9,6 +9,12 @@ import numpy as np
 
 ENCODER_SCOPE = "bert/encoder/"
 
+# The op's activations, and what a bert_config.json's hidden_act means in them: Google's "gelu" is
+# the tanh form; Hugging Face's "gelu" (exact, erf) is written "gelu_erf" by convert_hf.
+OP_ACTIVATIONS = ("gelu_tanh", "gelu")
+CONFIG_ACTIVATIONS = {"gelu": "gelu_tanh", "gelu_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+                      "gelu_pytorch_tanh": "gelu_tanh", "gelu_erf": "gelu", "gelu_exact": "gelu"}
+
 # (op input name, variable name below layer_N/, shape as (rows, cols) in units of "H"/"I", or (cols,))
 LAYER_WEIGHTS = (
     ("query_kernel", "attention/self/query/kernel", ("H", "H")),
@@ -32,6 +38,23 @@ OP_INPUT_NAMES = tuple(op_name for op_name, _, _ in LAYER_WEIGHTS)
 KERNEL_NAMES = tuple(name for op_name, name, shape in LAYER_WEIGHTS if len(shape) == 2)
 
 _LAYER_RE = re.compile(r"^layer_(\d+)/")
+
+
+def is_training_state(name):
+    """Optimizer slots and step counters in a checkpoint: not model weights."""
+    last = name.split("/")[-1]
+    return (name == "global_step" or last in ("adam_m", "adam_v") or "/Adam" in name or last.startswith("Momentum")
+            or "/LAMB" in name)
+
+
+def stack_layers(weights, num_layer, kernel_dtype, vector_dtype):
+    """{op input name: [num_layer, ...] array}: each weight kind's layers stacked (one input per
+    kind instead of num_layer), kernels cast to kernel_dtype and vectors to vector_dtype."""
+    out = {}
+    for op_name, name, shape in LAYER_WEIGHTS:
+        stacked = np.stack([np.asarray(weights[key(layer, name)]) for layer in range(num_layer)])
+        out[op_name] = stacked.astype(kernel_dtype if len(shape) == 2 else vector_dtype)
+    return out
 
 
 def key(layer, name):

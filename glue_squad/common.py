@@ -35,6 +35,9 @@ def define_flags(task_flags):
     flags.DEFINE_bool("remove_padding", False, "Run the encoder on the real tokens only.")
     flags.DEFINE_integer("int8_mode", 0, "0: float; 1 or 2: INT8 (needs a quantized checkpoint).")
     flags.DEFINE_bool("use_fast_op", True, "Evaluate with FastBertEncoder (False: the plain-TF encoder).")
+    flags.DEFINE_bool("warmup", True, "Before the timed evaluation, call the model (untimed) on every shape it will "
+                      "see; with --remove_padding on a GPU, on every row bucket (fastbert_tf.row_buckets), as a "
+                      "server warms up.")
     task_flags()
 
 
@@ -155,6 +158,28 @@ def train(model, head, loss_fn, dataset, num_steps, output_dir, prefix="model.ck
     progress.close()
     path = modeling.save_checkpoint(variables, os.path.join(output_dir, f"{prefix}-{num_steps}"))
     return path, losses
+
+
+def warm_up(fn, num_examples, batch_size):
+    """Calls fn(input_ids, input_mask, segment_ids) twice on every batch shape of an evaluation of
+    num_examples (the full batches and the last one): with --remove_padding on a GPU, once per row
+    bucket of B * max_seq_length tokens (the GPU runner captures a CUDA graph on a shape's second
+    call). Returns (calls, seconds)."""
+    from fastbert_tf.ops import warmup_lengths
+    if not FLAGS.warmup or not FLAGS.use_fast_op or num_examples == 0:
+        return 0, 0.0
+    seq = FLAGS.max_seq_length
+    sizes = {min(batch_size, num_examples)} | ({num_examples % batch_size} if num_examples % batch_size else set())
+    buckets = FLAGS.remove_padding and bool(tf.config.list_physical_devices("GPU"))
+    start, calls = time.perf_counter(), 0
+    for b in sorted(sizes, reverse=True):
+        for lengths in warmup_lengths(b, seq, every_bucket=buckets):
+            mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int32)
+            ids = np.where(mask > 0, 100, 0).astype(np.int32)
+            for _ in range(2):
+                fn(tf.constant(ids), tf.constant(mask), tf.constant(np.zeros_like(mask)))
+                calls += 1
+    return calls, time.perf_counter() - start
 
 
 def timed_batches(fn, batches, desc):

@@ -34,11 +34,6 @@ def _task_flags():
 common.define_flags(_task_flags)
 
 
-def processors():
-    rc = bert_compat.load("run_classifier")
-    return {"cola": rc.ColaProcessor, "mnli": rc.MnliProcessor, "mrpc": rc.MrpcProcessor, "xnli": rc.XnliProcessor}
-
-
 def features(examples, label_list, tokenizer):
     rc = bert_compat.load("run_classifier")
     feats = rc.convert_examples_to_features(examples, label_list, FLAGS.max_seq_length, tokenizer)
@@ -94,6 +89,9 @@ def evaluate(model, data, batch_size):
         return tf.nn.softmax(model.logits(i, m, s))
 
     batches = tf.data.Dataset.from_tensor_slices((ids, mask, seg)).batch(batch_size)
+    calls, seconds = common.warm_up(step, len(ids), batch_size)
+    if calls:
+        print(f"warm-up: {calls} untimed calls, {seconds:.2f} s")
     probs, ms = common.timed_batches(step, batches, "eval")
     probs = np.concatenate(probs) if probs else np.zeros((0, 1))
     loss = float(np.mean(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30)))) if len(labels) else 0.0
@@ -138,8 +136,9 @@ def main(argv):
     common.require(FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict,
                    "at least one of --do_train, --do_eval, --do_predict")
     task = FLAGS.task_name.lower()
-    common.require(task in processors(), f"--task_name {FLAGS.task_name}: expected one of {sorted(processors())}")
-    processor = processors()[task]()
+    processors = bert_compat.glue_processors()
+    common.require(task in processors, f"--task_name {FLAGS.task_name}: expected one of {sorted(processors)}")
+    processor = processors[task]()
     label_list = processor.get_labels()
     tok = bert_compat.load("tokenization")
     tokenizer = tok.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)

@@ -104,6 +104,9 @@ def predict(model, examples, feats, output_dir, prefix=""):
         return model.logits(i, m, s)
 
     batches = tf.data.Dataset.from_tensor_slices(arrays(feats, False)).batch(FLAGS.predict_batch_size)
+    calls, seconds = common.warm_up(step, len(feats), FLAGS.predict_batch_size)
+    if calls:
+        print(f"warm-up: {calls} untimed calls, {seconds:.2f} s")
     outputs, ms = common.timed_batches(step, batches, "predict")
     starts = np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, FLAGS.max_seq_length))
     ends = np.concatenate([o[1] for o in outputs]) if outputs else np.zeros((0, FLAGS.max_seq_length))

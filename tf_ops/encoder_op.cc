@@ -43,31 +43,7 @@ using ::tensorflow::errors::InvalidArgument;
 
 using CPUDevice = Eigen::ThreadPoolDevice;
 
-// The 16 weight lists, in op input order, with the shape each entry must have.
-struct WeightSpec {
-  const char* name;
-  bool is_kernel;
-  enum Dim { kH, kI } rows, cols;  // rows unused for vectors
-};
-constexpr WeightSpec kWeightSpecs[] = {
-    {"query_kernel", true, WeightSpec::kH, WeightSpec::kH},
-    {"query_bias", false, WeightSpec::kH, WeightSpec::kH},
-    {"key_kernel", true, WeightSpec::kH, WeightSpec::kH},
-    {"key_bias", false, WeightSpec::kH, WeightSpec::kH},
-    {"value_kernel", true, WeightSpec::kH, WeightSpec::kH},
-    {"value_bias", false, WeightSpec::kH, WeightSpec::kH},
-    {"attention_output_kernel", true, WeightSpec::kH, WeightSpec::kH},
-    {"attention_output_bias", false, WeightSpec::kH, WeightSpec::kH},
-    {"attention_layernorm_gamma", false, WeightSpec::kH, WeightSpec::kH},
-    {"attention_layernorm_beta", false, WeightSpec::kH, WeightSpec::kH},
-    {"intermediate_kernel", true, WeightSpec::kH, WeightSpec::kI},
-    {"intermediate_bias", false, WeightSpec::kH, WeightSpec::kI},
-    {"output_kernel", true, WeightSpec::kI, WeightSpec::kH},
-    {"output_bias", false, WeightSpec::kH, WeightSpec::kH},
-    {"output_layernorm_gamma", false, WeightSpec::kH, WeightSpec::kH},
-    {"output_layernorm_beta", false, WeightSpec::kH, WeightSpec::kH},
-};
-constexpr int kNumWeightLists = sizeof(kWeightSpecs) / sizeof(kWeightSpecs[0]);
+constexpr int kNumWeightLists = kNumWeights;  // the lists of layer_weights.def, in op input order
 
 // A weight input: a tensor, or the value of the resource variable it is a handle of (a shallow,
 // reference-counted copy that keeps the buffer alive while the call is enqueued). *stable: the
@@ -125,6 +101,51 @@ std::shared_ptr<PackedSource> SharedPacking(const Tensor& source, const void* da
   return e;
 }
 
+// Which implementation runs a call: one functor per device (TensorFlow's custom-op pattern), each
+// with the float modes and the int8 modes. This is the only place that chooses.
+template <typename Device, typename T>
+struct EncoderImpl;
+
+template <typename T>
+struct EncoderImpl<CPUDevice, T> {
+  static constexpr bool kWeightsOnHost = true;
+  static constexpr bool kPrepacksWeights = true;  // the AMX GEMMs take weights packed once
+  static ::tensorflow::Status Supports(const EncoderDims&) { return ::tensorflow::Status(); }
+  static ::tensorflow::Status Float(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
+                                    const T* input, const std::vector<LayerWeights<T, T>>& layers,
+                                    const std::vector<cpu::PackedLayer>& packed, T* output) {
+    cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, packed, output);
+    return ::tensorflow::Status();
+  }
+  static ::tensorflow::Status Int8(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
+                                   const T* input, const std::vector<LayerWeights<T, int8_t>>& layers, T* output) {
+    cpu::RunEncoderInt8(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
+    return ::tensorflow::Status();
+  }
+};
+
+#if FASTBERT_WITH_CUDA
+template <typename T>
+struct EncoderImpl<GPUDevice, T> {
+  static constexpr bool kWeightsOnHost = false;  // quant_scales' values are in device memory
+  static constexpr bool kPrepacksWeights = false;
+  static ::tensorflow::Status Supports(const EncoderDims& dims) {
+    if (dims.int8_mode == 0) return ::tensorflow::Status();
+    return ::tensorflow::errors::Unimplemented("int8_mode ", dims.int8_mode,
+                                               " runs on the CPU only for now (place the op on /CPU:0)");
+  }
+  static ::tensorflow::Status Float(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
+                                    const T* input, const std::vector<LayerWeights<T, T>>& layers,
+                                    const std::vector<cpu::PackedLayer>&, T* output) {
+    return RunEncoderOnGpu(ctx, dims, lengths, input, layers, output);
+  }
+  static ::tensorflow::Status Int8(OpKernelContext*, const EncoderDims& dims, const int32_t*, const T*,
+                                   const std::vector<LayerWeights<T, int8_t>>&, T*) {
+    return Supports(dims);  // not reached: Compute asks Supports first
+  }
+};
+#endif
+
 template <typename Device, typename T>
 class FastBertEncoderOp : public OpKernel {
  public:
@@ -181,11 +202,8 @@ class FastBertEncoderOp : public OpKernel {
     OP_REQUIRES(ctx, seq_len.dims() == 1 && seq_len.dim_size(0) == hidden.dim_size(0),
                 InvalidArgument("sequence_length must be [batch] = [", hidden.dim_size(0), "], got shape ",
                                 seq_len.shape().DebugString()));
-    // Before anything reads the scales on the host: on the GPU they live in device memory.
-    constexpr bool kOnCpu = std::is_same<Device, CPUDevice>::value;
-    OP_REQUIRES(ctx, dims_.int8_mode == 0 || kOnCpu,
-                ::tensorflow::errors::Unimplemented("int8_mode ", dims_.int8_mode,
-                                                    " runs on the CPU only for now (place the op on /CPU:0)"));
+    // Before the weights are collected: a mode the device lacks is the first thing to say.
+    OP_REQUIRES_OK(ctx, EncoderImpl<Device, T>::Supports(dims_));
     EncoderDims dims = dims_;
     dims.batch = static_cast<int>(hidden.dim_size(0));
     dims.seq_len = static_cast<int>(hidden.dim_size(1));
@@ -200,14 +218,17 @@ class FastBertEncoderOp : public OpKernel {
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, hidden.shape(), &output));
     if (dims.batch == 0 || dims.seq_len == 0) return;
+    using Impl = EncoderImpl<Device, T>;
     if (dims.int8_mode == 0) {
-      std::vector<LayerWeights<T, T>> layers = Pointers<T>(held, dims.num_layer);
-      std::vector<std::shared_ptr<const cpu::PackedWeight>> packed;  // in use until Run returns
-      if constexpr (kOnCpu) UsePackedWeights(ctx, dims, held, &layers, &packed);
-      Run(ctx, dims, lengths, hidden.flat<T>().data(), layers, output->flat<T>().data());
+      const std::vector<LayerWeights<T, T>> layers = Pointers<T>(held, dims.num_layer);
+      std::vector<cpu::PackedLayer> packed;  // CPU only: kernels prepacked for the AMX GEMMs
+      std::vector<std::shared_ptr<const cpu::PackedWeight>> in_use;  // alive until the call returns
+      if (Impl::kPrepacksWeights) UsePackedWeights(ctx, dims, held, layers, &packed, &in_use);
+      OP_REQUIRES_OK(ctx, Impl::Float(ctx, dims, lengths, hidden.flat<T>().data(), layers, packed,
+                                      output->flat<T>().data()));
     } else {
-      Run(ctx, dims, lengths, hidden.flat<T>().data(), Pointers<int8_t>(held, dims.num_layer),
-          output->flat<T>().data());
+      OP_REQUIRES_OK(ctx, Impl::Int8(ctx, dims, lengths, hidden.flat<T>().data(),
+                                     Pointers<int8_t>(held, dims.num_layer), output->flat<T>().data()));
     }
   }
 
@@ -226,15 +247,15 @@ class FastBertEncoderOp : public OpKernel {
     const DataType kernel_type = dims.int8_mode ? ::tensorflow::DT_INT8 : t;
     for (int i = 0; i < kNumWeightLists; ++i) {
       const WeightSpec& spec = kWeightSpecs[i];
+      const bool is_kernel = spec.kind == WeightKind::kKernel;
       OpInputList list;
       TF_RETURN_IF_ERROR(ctx->input_list(spec.name, &list));
       if (list.size() != L && list.size() != 1) {
         return InvalidArgument(spec.name, " must have num_layer (", L, ") tensors or one stacked tensor, got ",
                                list.size());
       }
-      const int64_t rows = spec.rows == WeightSpec::kH ? H : I;
-      const int64_t cols = spec.cols == WeightSpec::kH ? H : I;
-      const TensorShape layer_shape = spec.is_kernel ? TensorShape({rows, cols}) : TensorShape({cols});
+      const int64_t rows = spec.Rows(H, I), cols = spec.Cols(H, I);
+      const TensorShape layer_shape = is_kernel ? TensorShape({rows, cols}) : TensorShape({cols});
       TensorShape stacked_shape = layer_shape;
       stacked_shape.InsertDim(0, L);
       auto& tensors = w->tensors[i];
@@ -245,7 +266,7 @@ class FastBertEncoderOp : public OpKernel {
         TF_RETURN_IF_ERROR(ResolveWeight(ctx, list[l], spec.name, l, &tensors[l], &stable));
         w->stable[i][l] = stable;
         const Tensor& x = tensors[l];
-        const DataType want = spec.is_kernel ? kernel_type : t;
+        const DataType want = is_kernel ? kernel_type : t;
         if (x.dtype() != want) {
           return InvalidArgument(spec.name, "[", l, "] is ", DataTypeString(x.dtype()), ", expected ",
                                  DataTypeString(want), " (hidden_states ", DataTypeString(t), ", int8_mode ",
@@ -276,7 +297,7 @@ class FastBertEncoderOp : public OpKernel {
                                  " (hidden ", H, ", inter_size ", I, "), got ", DataTypeString(q.dtype()), " ",
                                  q.shape().DebugString());
         }
-        if (!std::is_same<Device, CPUDevice>::value) continue;  // values are on the device
+        if (!EncoderImpl<Device, T>::kWeightsOnHost) continue;  // values are on the device
         const float* v = q.template flat<float>().data();
         for (int64_t i = 0; i < want; ++i) {
           if (!(std::isfinite(v[i]) && v[i] > 0.0f)) {
@@ -292,17 +313,13 @@ class FastBertEncoderOp : public OpKernel {
   static std::vector<LayerWeights<T, Tw>> Pointers(const Weights& w, int num_layer) {
     std::vector<LayerWeights<T, Tw>> layers(num_layer);
     for (int l = 0; l < num_layer; ++l) {
-      auto ptr = [&](int i) -> const void* {
+      layers[l].ForEach([&](int i, auto& field) {
         const Tensor& x = w.tensors[i][w.stacked[i] ? 0 : l];
-        if (!w.stacked[i]) return x.data();
-        const int64_t per_layer = x.NumElements() / num_layer;
-        return static_cast<const char*>(x.data()) + per_layer * l * ::tensorflow::DataTypeSize(x.dtype());
-      };
-      auto k = [&](int i) { return static_cast<const Tw*>(ptr(i)); };
-      auto v = [&](int i) { return static_cast<const T*>(ptr(i)); };
-      layers[l] = LayerWeights<T, Tw>{k(0), v(1),  k(2),  v(3),  k(4),  v(5),  k(6),  v(7),
-                                      v(8), v(9), k(10), v(11), k(12), v(13), v(14), v(15),
-                                      w.quant.empty() ? nullptr : w.quant[l].template flat<float>().data()};
+        const char* p = static_cast<const char*>(x.data());
+        if (w.stacked[i]) p += x.NumElements() / num_layer * l * ::tensorflow::DataTypeSize(x.dtype());
+        field = reinterpret_cast<std::remove_reference_t<decltype(field)>>(p);
+      });
+      layers[l].quant = w.quant.empty() ? nullptr : w.quant[l].template flat<float>().data();
     }
     return layers;
   }
@@ -316,60 +333,43 @@ class FastBertEncoderOp : public OpKernel {
   // variables (SharedPacking). FASTBERT_CPU_WEIGHT_CACHE=0 turns this off (it holds 1.5x the
   // float32 weights: 3 bf16 parts per value).
   void UsePackedWeights(OpKernelContext* ctx, const EncoderDims& dims, const Weights& held,
-                        std::vector<LayerWeights<T, T>>* layers,
+                        const std::vector<LayerWeights<T, T>>& layers, std::vector<cpu::PackedLayer>* packed,
                         std::vector<std::shared_ptr<const cpu::PackedWeight>>* in_use) {
     static const bool enabled = [] {
       const char* env = std::getenv("FASTBERT_CPU_WEIGHT_CACHE");
       return env == nullptr || std::strcmp(env, "0") != 0;
     }();
     if (!enabled || !cpu::GemmPrepacksWeights()) return;
-    using W = LayerWeights<T, T>;
-    constexpr int kLists[W::kNumKernels] = {0, 2, 4, 6, 10, 12};  // kWeightSpecs' kernels, in W::Kernel order
     const int L = dims.num_layer;
     std::lock_guard<std::mutex> lock(cache_mu_);
-    cache_.resize(W::kNumKernels * L);
+    cache_.resize(kNumWeights * L);
+    packed->assign(L, cpu::PackedLayer());
     for (int l = 0; l < L; ++l) {
-      W& layer = (*layers)[l];
-      const T* data[W::kNumKernels] = {layer.q_kernel,        layer.k_kernel,     layer.v_kernel,
-                                       layer.attn_out_kernel, layer.inter_kernel, layer.out_kernel};
-      for (int kernel = 0; kernel < W::kNumKernels; ++kernel) {
-        const int list = kLists[kernel];
+      layers[l].ForEach([&](int list, const auto* data) {
+        const WeightSpec& spec = kWeightSpecs[list];
+        if (spec.kind != WeightKind::kKernel) return;
         const int t = held.stacked[list] ? 0 : l;
         const Tensor& source = held.tensors[list][t];
-        std::shared_ptr<PackedSource>& e = cache_[kernel * L + l];
+        std::shared_ptr<PackedSource>& e = cache_[list * L + l];
         if (!held.stable[list][t]) {
           e.reset();
-          continue;
+          return;
         }
-        if (e == nullptr || e->data != data[kernel] || !e->source.SharesBufferWith(source)) {
-          const WeightSpec& spec = kWeightSpecs[list];
-          const int64_t rows = spec.rows == WeightSpec::kH ? dims.hidden : dims.inter_size;
-          const int64_t cols = spec.cols == WeightSpec::kH ? dims.hidden : dims.inter_size;
-          e = SharedPacking(source, data[kernel], rows, cols, [&] {
-            return cpu::PackWeight(ctx->eigen_device<CPUDevice>(), rows, cols, data[kernel], cols);
+        if (e == nullptr || e->data != data || !e->source.SharesBufferWith(source)) {
+          const int64_t rows = spec.Rows(dims.hidden, dims.inter_size), cols = spec.Cols(dims.hidden, dims.inter_size);
+          e = SharedPacking(source, data, rows, cols, [&] {
+            return cpu::PackWeight(ctx->eigen_device<CPUDevice>(), rows, cols, data, cols);
           });
         }
-        if (e->packed == nullptr) continue;
-        layer.packed[kernel] = e->packed.get();
+        if (e->packed == nullptr) return;
+        (*packed)[l].kernel[list] = e->packed.get();
         in_use->push_back(e->packed);
-      }
-    }
-  }
-
-  template <typename Tw>
-  void Run(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths, const T* input,
-           const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
-    if constexpr (std::is_same<Device, CPUDevice>::value) {
-      cpu::RunEncoder(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
-    } else {
-#if FASTBERT_WITH_CUDA
-      OP_REQUIRES_OK(ctx, RunEncoderOnGpu(ctx, dims, lengths, input, layers, output));
-#endif
+      });
     }
   }
 
   EncoderDims dims_;
-  // UsePackedWeights' cache: [kernel * num_layer + layer].
+  // UsePackedWeights' cache: [weight list * num_layer + layer] (kernels only).
   std::mutex cache_mu_;
   std::vector<std::shared_ptr<PackedSource>> cache_;
 };

@@ -12,10 +12,11 @@ namespace fastbert {
 
 struct GPUDevice {};  // tag for the kernel templates
 
-template <typename T, typename Tw>
+// Float modes (T = float, Eigen::half, Eigen::bfloat16); int8 modes have no GPU kernels yet.
+template <typename T>
 ::tensorflow::Status RunEncoderOnGpu(::tensorflow::OpKernelContext* ctx, const EncoderDims& dims,
                                      const int32_t* seq_len, const T* input,
-                                     const std::vector<LayerWeights<T, Tw>>& layers, T* output);
+                                     const std::vector<LayerWeights<T, T>>& layers, T* output);
 
 // cu_seqlens are host arrays of batch + 1 entries, validated by the caller.
 ::tensorflow::Status RemovePaddingOnGpu(::tensorflow::OpKernelContext* ctx, const void* padded,

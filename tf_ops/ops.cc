@@ -36,22 +36,12 @@ Status EncoderShape(InferenceContext* c) {
 REGISTER_OP("FastBertEncoder")
     .Input("hidden_states: T")
     .Input("sequence_length: int32")
-    .Input("query_kernel: num_weights * Tw")
-    .Input("query_bias: num_weights * Tv")
-    .Input("key_kernel: num_weights * Tw")
-    .Input("key_bias: num_weights * Tv")
-    .Input("value_kernel: num_weights * Tw")
-    .Input("value_bias: num_weights * Tv")
-    .Input("attention_output_kernel: num_weights * Tw")
-    .Input("attention_output_bias: num_weights * Tv")
-    .Input("attention_layernorm_gamma: num_weights * Tv")
-    .Input("attention_layernorm_beta: num_weights * Tv")
-    .Input("intermediate_kernel: num_weights * Tw")
-    .Input("intermediate_bias: num_weights * Tv")
-    .Input("output_kernel: num_weights * Tw")
-    .Input("output_bias: num_weights * Tv")
-    .Input("output_layernorm_gamma: num_weights * Tv")
-    .Input("output_layernorm_beta: num_weights * Tv")
+// One input list per entry of layer_weights.def: "<name>: num_weights * Tw" (kernels) or "* Tv".
+#define FB_WEIGHT_TYPE_kKernel "Tw"
+#define FB_WEIGHT_TYPE_kVector "Tv"
+#define FB_WEIGHT(field, name, kind, rows, cols) .Input(name ": num_weights * " FB_WEIGHT_TYPE_##kind)
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
     .Input("quant_scales: num_quant * Tq")
     .Output("output: T")
     .Attr("T: {float, half, bfloat16}")

@@ -5,6 +5,7 @@ Here (with TensorFlow): write cases, each with fb.reference's float64 output:
 There (PyTorch for device memory; build/libfastbert_cuda_harness.so from `make harness`):
     python3 tests/cuda/check_runner.py check --cases .device-cases
     python3 tests/cuda/check_runner.py breakdown      # per-stage kernel times, BERT-base fp16
+    python3 tests/cuda/check_runner.py traffic        # new lengths every call: checked and timed
 """
 import argparse
 import ctypes
@@ -25,6 +26,7 @@ _spec = importlib.util.spec_from_file_location("fb_weights", os.path.join(ROOT, 
 _weights = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_weights)
 LAYER_WEIGHTS, key, random_weights = _weights.LAYER_WEIGHTS, _weights.key, _weights.random_weights
+from benchmarks.lengths import half_lengths  # noqa: E402 (numpy only)
 
 DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
 TOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
@@ -73,12 +75,11 @@ class Harness:
             ctypes.CDLL(os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "lib64", lib),
                         mode=ctypes.RTLD_GLOBAL)
         self.lib = ctypes.CDLL(path)
-        self.lib.fb_workspace_bytes.restype = ctypes.c_size_t
-        self.lib.fb_workspace_bytes.argtypes = [ctypes.c_int] * 8 + [ctypes.c_void_p]
         self.lib.fb_run_encoder.argtypes = (
             [ctypes.c_int] * 9 + [ctypes.c_float, ctypes.c_float] + [ctypes.c_void_p] * 4 +
-            [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+            [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
              ctypes.c_int, ctypes.c_char_p, ctypes.c_int])
+        self.lib.fb_cache_stats.argtypes = [ctypes.c_char_p, ctypes.c_int]
         self.lib.fb_padding.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_char_p, ctypes.c_int]
@@ -93,21 +94,23 @@ class Harness:
         ptrs = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
         return tensors, ptrs
 
-    def run(self, dtype, x, lens, wptrs, m, rp, iterations=1, stages=False):
-        torch = self.torch
+    def cache_stats(self):
+        buf = ctypes.create_string_buffer(1 << 16)
+        self.lib.fb_cache_stats(buf, len(buf))
+        return json.loads(buf.value.decode())
+
+    def run(self, dtype, x, lens, wptrs, m, rp, iterations=1, stages=False, out=None, sync=True):
         lens_c = np.ascontiguousarray(lens, np.int32)
         lp = lens_c.ctypes.data_as(ctypes.c_void_p)
-        ws_bytes = self.lib.fb_workspace_bytes(DTYPES[dtype], m["b"], m["s"], m["nh"], m["d"], m["inter"],
-                                               m["layers"], int(rp), lp)
-        ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
-        out = torch.full_like(x, float("nan"))  # poisoned: every element must be written
+        if out is None:
+            out = self.torch.full_like(x, float("nan"))  # poisoned: every element must be written
         err = ctypes.create_string_buffer(512)
         names = ctypes.create_string_buffer(32 * 32)
         ms = (ctypes.c_double * 32)()
         rc = self.lib.fb_run_encoder(DTYPES[dtype], m["b"], m["s"], m["nh"], m["d"], m["inter"], m["layers"], int(rp),
                                      ACT[m["act"]], 1e-12, m["qs"], lp, x.data_ptr(), wptrs, out.data_ptr(),
-                                     ws.data_ptr(), ws_bytes, self.stream, iterations,
-                                     names if stages else None, ms if stages else None, 32, err, 512)
+                                     self.stream, iterations, int(sync), names if stages else None,
+                                     ms if stages else None, 32, err, 512)
         if rc:
             raise RuntimeError(err.value.decode())
         timing = {}
@@ -204,12 +207,6 @@ def bert_base_inputs(h, b, s, dtype, rng):
     return tensors, wp, x, w
 
 
-def half_lengths(b, s):
-    if b == 1:
-        return np.array([max(1, s // 2)], np.int32)
-    return np.clip(np.round((np.arange(b) + 0.5) / b * s), 1, s).astype(np.int32)
-
-
 def breakdown(args):
     """Per-stage kernel time (CUDA events between stages) and ms per pass, BERT-base."""
     h = Harness(args.harness)
@@ -282,12 +279,128 @@ def time_torch(torch, w, x, b, s, iters):
     return float(np.median(times))
 
 
+def torch_reference(torch, w, x, lens, m):
+    """fb.reference's math in float32 PyTorch (the GPU machine has no TensorFlow): padded rows zero."""
+    import torch.nn.functional as F
+    b, s, nh, d = m["b"], m["s"], m["nh"], m["d"]
+    h = nh * d
+    lens_t = torch.tensor(np.asarray(lens), device="cuda")
+    valid = torch.arange(s, device="cuda")[None, :] < lens_t[:, None]  # [B, S]
+    bias = torch.where(valid, 0.0, -1e30)[:, None, None, :]
+    x = x.float()
+
+    def p(l, name):
+        return torch.tensor(np.asarray(w[key(l, name)], np.float32), device="cuda")
+
+    def ln(v, l, name):
+        return F.layer_norm(v, (h,), p(l, name + "/gamma"), p(l, name + "/beta"), eps=1e-12)
+
+    def heads(v):
+        return v.view(b, s, nh, d).transpose(1, 2)
+
+    for l in range(m["layers"]):
+        q, k, v = (heads(x @ p(l, f"attention/self/{n}/kernel") + p(l, f"attention/self/{n}/bias"))
+                   for n in ("query", "key", "value"))
+        scores = q @ k.transpose(-1, -2) / (np.sqrt(d) * m["qs"]) + bias
+        ctx = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, s, h)
+        a = ln(ctx @ p(l, "attention/output/dense/kernel") + p(l, "attention/output/dense/bias") + x, l,
+               "attention/output/LayerNorm")
+        inter = a @ p(l, "intermediate/dense/kernel") + p(l, "intermediate/dense/bias")
+        inter = F.gelu(inter, approximate="tanh" if m["act"] == "gelu_tanh" else "none")
+        x = ln(inter @ p(l, "output/dense/kernel") + p(l, "output/dense/bias") + a, l, "output/LayerNorm")
+    return x * valid[:, :, None]
+
+
+def traffic(args):
+    """A new length vector every call (what serving sees). Check: every call of several shapes, in
+    both modes, against a float32 PyTorch reference, with padded rows zero, and the caches within
+    their bounds. Time: BERT-base calls back to back, new lengths vs one repeated length vector."""
+    h = Harness(args.harness)
+    torch = h.torch
+    rng = np.random.default_rng(7)
+    failures = 0
+    for b, s, nh, d, inter, layers, act in [(4, 33, 2, 64, 256, 2, "gelu"), (16, 64, 2, 32, 128, 1, "gelu_tanh"),
+                                            (1, 130, 4, 32, 256, 1, "gelu_tanh"), (32, 40, 1, 64, 128, 1, "gelu")]:
+        m = dict(b=b, s=s, nh=nh, d=d, inter=inter, layers=layers, act=act, qs=1.0)
+        w = {k: v.astype(np.float16) for k, v in
+             random_weights(rng, layers, nh * d, inter, kernel_std=None, vector_std=0.2).items()}
+        for dtype in ("float16", "float32"):
+            tensors, wp = h.device_weights(w, layers, dtype)
+            worst = {False: 0.0, True: 0.0}
+            bad = 0
+            for call in range(args.calls):
+                lens = rng.integers(0, s + 1, b).astype(np.int32)
+                if call % 7 == 0:
+                    lens[:] = s
+                elif call % 11 == 0 and b > 1:
+                    lens[0], lens[-1] = 0, s
+                x = torch.randn(b, s, nh * d, device="cuda").half().to(h.torch_dtype(dtype))
+                ref = torch_reference(torch, w, x, lens, m).cpu().numpy()
+                for rp in (False, True):
+                    o = h.run(dtype, x, lens, wp, m, rp)[0].float().cpu().numpy()
+                    err = rel_err(o, ref)
+                    zero_ok = all(not np.any(o[i, lens[i]:]) for i in range(b))
+                    ok = np.all(np.isfinite(o)) and zero_ok and err < TOL[dtype]
+                    worst[rp] = max(worst[rp], err)
+                    bad += not ok
+            failures += bad
+            print(f"{'ok  ' if not bad else 'FAIL'} traffic B={b} S={s} {dtype}: {args.calls} calls, worst rel_err "
+                  f"padded {worst[False]:.2e} rp {worst[True]:.2e}, {bad} bad", flush=True)
+            del tensors
+    for st in h.cache_stats():
+        within = st["graph_execs"] <= st["graph_execs_max"] and st["graph_keys"] <= st["graph_keys_max"] and \
+            st["gemm_plans"] <= st["gemm_plans_max"]
+        failures += not within
+        print(f"{'ok  ' if within else 'FAIL'} caches {st}")
+
+    # Timing: BERT-base, calls back to back (the host enqueues, the GPU runs), median of 5.
+    timings = []
+    for b, s in [(int(v.split("x")[0]), int(v.split("x")[1])) for v in args.shapes.split(",")]:
+        tensors, wp, x, _ = bert_base_inputs(h, b, s, args.dtype, rng)
+        m = dict(b=b, s=s, nh=12, d=64, inter=3072, layers=12, act="gelu_tanh", qs=1.0)
+        lo = min(20, s)
+        vectors = [rng.integers(lo, s + 1, b).astype(np.int32) for _ in range(args.iters)]
+        fixed = [vectors[0]] * args.iters
+        out = torch.empty_like(x)
+        row = dict(batch=b, seq_len=s)
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for name, rp, vecs in (("padded_new", False, vectors), ("rp_fixed", True, fixed), ("rp_new", True, vectors)):
+            cold = None
+            times = []
+            for rep in range(7):
+                torch.cuda.synchronize()
+                start.record()
+                for lens in vecs:
+                    h.run(args.dtype, x, lens, wp, m, rp, out=out, sync=False)
+                stop.record()
+                torch.cuda.synchronize()
+                t = start.elapsed_time(stop) / len(vecs)
+                if rep == 0:
+                    cold = t
+                elif rep >= 2:  # the first two rounds capture each bucket's graph
+                    times.append(t)
+            row[name] = float(np.median(times))
+            row[name + "_cold"] = cold
+        timings.append(row)
+        print(f"B={b} S={s} ms/call: padded {row['padded_new']:.3f}, rp fixed lengths {row['rp_fixed']:.3f}, "
+              f"rp new lengths {row['rp_new']:.3f} (first round {row['rp_new_cold']:.3f}); "
+              f"rp new / fixed {row['rp_new'] / row['rp_fixed']:.2f}, rp new / padded "
+              f"{row['rp_new'] / row['padded_new']:.2f}", flush=True)
+        del tensors
+    print("caches after timing:", h.cache_stats())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "dtype": args.dtype, "rows": timings}, f, indent=1)
+    print("FAILURES:", failures)
+    return 1 if failures else 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     mk = sub.add_parser("make")
     mk.add_argument("--out", default=".device-cases")
-    for name in ("check", "breakdown"):
+    for name in ("check", "breakdown", "traffic"):
         sp = sub.add_parser(name)
         sp.add_argument("--harness", default=os.path.join(ROOT, "build", "libfastbert_cuda_harness.so"))
         sp.add_argument("--cases", default=".device-cases")
@@ -298,11 +411,12 @@ def main():
         sp.add_argument("--json", default=None)
         sp.add_argument("--only", default="*.npz", help="glob of case files")
         sp.add_argument("--quick", action="store_true", help="saved cases only (for compute-sanitizer)")
+        sp.add_argument("--calls", type=int, default=60, help="traffic: checked calls per shape and dtype")
     args = p.parse_args()
     if args.cmd == "make":
         make_cases(args.out)
         return 0
-    return check(args) if args.cmd == "check" else breakdown(args)
+    return {"check": check, "breakdown": breakdown, "traffic": traffic}[args.cmd](args)
 
 
 if __name__ == "__main__":

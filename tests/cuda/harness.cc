@@ -41,6 +41,24 @@ class EventTimer : public fc::StageTimer {
   std::vector<std::pair<std::string, cudaEvent_t>> marks_;
 };
 
+// The harness's scratch: plain cudaMalloc (cudaFree waits for the device, so nothing in flight
+// loses its memory).
+class CudaMallocMemory : public fc::DeviceMemory {
+ public:
+  void* Allocate(size_t bytes) override {
+    void* p = nullptr;
+    return cudaMalloc(&p, bytes) == cudaSuccess ? p : nullptr;
+  }
+  void Free(void* p) override { cudaFree(p); }
+};
+
+fc::Status Context(void* stream, fc::GpuContext** ctx) {
+  static CudaMallocMemory memory;
+  int device = 0;
+  cudaGetDevice(&device);
+  return fc::GpuContext::Get(device, static_cast<cudaStream_t>(stream), &memory, ctx);
+}
+
 int Fail(const std::string& msg, char* err, int err_len) {
   std::snprintf(err, err_len, "%s", msg.c_str());
   return 1;
@@ -68,44 +86,31 @@ EncoderDims Dims(int b, int s, int nh, int d, int inter, int layers, int rp, int
 
 extern "C" {
 
-FB_EXPORT size_t fb_workspace_bytes(int dtype, int b, int s, int nh, int d, int inter, int layers, int rp,
-                          const int32_t* lens) {
-  EncoderDims dims = Dims(b, s, nh, d, inter, layers, rp, 0, 0, 1);
-  int64_t rows = int64_t{b} * s;
-  if (rp) {
-    rows = 0;
-    for (int i = 0; i < b; ++i) rows += lens[i];
-  }
-  return fc::EncoderWorkspaceBytes(dims, rows, static_cast<fc::DType>(dtype));
-}
-
-// weights: layers * 16 device pointers in the op's input order (fastbert_tf.weights.LAYER_WEIGHTS).
+// weights: layers * kNumWeights device pointers in the op's input order (layer_weights.def;
+// fastbert_tf.weights.LAYER_WEIGHTS).
 // stage_names/stage_ms (may be null): filled with up to max_stages per-stage times of this call.
 FB_EXPORT int fb_run_encoder(int dtype, int b, int s, int nh, int d, int inter, int layers, int rp, int act, float eps,
                    float q_scaling, const int32_t* lens, const void* input, const void* const* weights,
-                   void* output, void* workspace, size_t ws_bytes, void* stream, int iterations,
-                   char* stage_names, double* stage_ms, int max_stages, char* err, int err_len) {
+                   void* output, void* stream, int iterations, int sync, char* stage_names, double* stage_ms,
+                   int max_stages, char* err, int err_len) {
   EncoderDims dims = Dims(b, s, nh, d, inter, layers, rp, act, eps, q_scaling);
-  int device = 0;
-  cudaGetDevice(&device);
   fc::GpuContext* ctx = nullptr;
-  fc::Status st = fc::GpuContext::Get(device, static_cast<cudaStream_t>(stream), &ctx);
+  fc::Status st = Context(stream, &ctx);
   if (!st.ok()) return Fail(st.message, err, err_len);
   std::vector<LayerWeights<void, void>> lw(layers);
   for (int l = 0; l < layers; ++l) {
-    const void* const* w = weights + 16 * l;
-    lw[l] = LayerWeights<void, void>{w[0], w[1], w[2],  w[3],  w[4],  w[5],  w[6],  w[7],
-                                     w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15], nullptr};
+    lw[l].ForEach([&](int i, const void*& field) { field = weights[fastbert::kNumWeights * l + i]; });
   }
   EventTimer timer;
   std::map<std::string, double> ms;
   for (int it = 0; it < iterations; ++it) {
     if (stage_ms) timer.Begin(static_cast<cudaStream_t>(stream));
     st = fc::RunEncoder(ctx, dims, static_cast<fc::DType>(dtype), lens, input, lw, output,
-                        fc::Workspace{workspace, ws_bytes}, stage_ms ? &timer : nullptr);
+                        stage_ms ? &timer : nullptr);
     if (!st.ok()) return Fail(st.message, err, err_len);
     if (stage_ms) timer.Collect(&ms);
   }
+  if (!sync) return 0;  // back-to-back calls (serving-loop timing): the caller synchronizes
   const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
   if (e != cudaSuccess) return Fail(std::string("after the encoder: ") + cudaGetErrorString(e), err, err_len);
   if (stage_ms) {
@@ -122,10 +127,8 @@ FB_EXPORT int fb_run_encoder(int dtype, int b, int s, int nh, int d, int inter, 
 
 FB_EXPORT int fb_padding(int pack, const void* src, const int32_t* cu, int b, int s, int64_t row_bytes, void* dst,
                void* workspace, void* stream, char* err, int err_len) {
-  int device = 0;
-  cudaGetDevice(&device);
   fc::GpuContext* ctx = nullptr;
-  fc::Status st = fc::GpuContext::Get(device, static_cast<cudaStream_t>(stream), &ctx);
+  fc::Status st = Context(stream, &ctx);
   if (!st.ok()) return Fail(st.message, err, err_len);
   fc::Workspace ws{workspace, fc::PaddingWorkspaceBytes(b)};
   st = pack ? fc::RemovePadding(ctx, src, cu, b, s, row_bytes, dst, ws)
@@ -133,6 +136,13 @@ FB_EXPORT int fb_padding(int pack, const void* src, const int32_t* cu, int b, in
   if (!st.ok()) return Fail(st.message, err, err_len);
   const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
   return e == cudaSuccess ? 0 : Fail(cudaGetErrorString(e), err, err_len);
+}
+
+// The runner's caches (GpuContext::StatsJson); returns the bytes the whole text needs.
+FB_EXPORT int fb_cache_stats(char* buf, int len) {
+  const std::string json = fc::GpuContext::StatsJson();
+  std::snprintf(buf, len, "%s", json.c_str());
+  return static_cast<int>(json.size() + 1);
 }
 
 }  // extern "C"

@@ -6,9 +6,6 @@
 #include <vector>
 
 namespace fastbert {
-namespace cpu {
-struct PackedWeight;  // sgemm.h
-}
 
 enum class Activation { kGeluTanh = 0, kGeluErf = 1 };
 
@@ -27,29 +24,77 @@ struct EncoderDims {
   int int8_mode = 0;
 };
 
-// Pointers into the caller's weight tensors, Google BERT's [in, out] layout; nothing is copied.
+// ---------------------------------------------------------------- the per-layer weights
+
+enum class WeightKind { kKernel, kVector };
+enum class WeightDim { kH, kI };
+
+// One entry of layer_weights.def.
+struct WeightSpec {
+  const char* name;  // the op's input name
+  WeightKind kind;
+  WeightDim rows, cols;  // rows unused for vectors
+  int64_t Rows(int64_t hidden, int64_t inter) const { return rows == WeightDim::kH ? hidden : inter; }
+  int64_t Cols(int64_t hidden, int64_t inter) const { return cols == WeightDim::kH ? hidden : inter; }
+};
+
+// kWeight_q_kernel, ...: positions in layer_weights.def (and in the op's inputs).
+enum WeightIndex {
+#define FB_WEIGHT(field, name, kind, rows, cols) kWeight_##field,
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
+  kNumWeights
+};
+
+constexpr WeightSpec kWeightSpecs[kNumWeights] = {
+#define FB_WEIGHT(field, name, kind, rows, cols) {name, WeightKind::kind, WeightDim::rows, WeightDim::cols},
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
+};
+
+template <WeightKind kKind, typename T, typename Tw>
+struct WeightElement {
+  using type = Tw;  // kernels
+};
+template <typename T, typename Tw>
+struct WeightElement<WeightKind::kVector, T, Tw> {
+  using type = T;
+};
+
+// Pointers into the caller's weight tensors of one layer, one field per entry of
+// layer_weights.def; nothing is copied. T: activations and vectors; Tw: kernels (T, or int8).
+// LayerWeights<void, void> is the type-erased view the CUDA runner takes.
 template <typename T, typename Tw>
 struct LayerWeights {
-  const Tw* q_kernel;
-  const T* q_bias;
-  const Tw* k_kernel;
-  const T* k_bias;
-  const Tw* v_kernel;
-  const T* v_bias;
-  const Tw* attn_out_kernel;
-  const T* attn_out_bias;
-  const T* attn_ln_gamma;
-  const T* attn_ln_beta;
-  const Tw* inter_kernel;
-  const T* inter_bias;
-  const Tw* out_kernel;
-  const T* out_bias;
-  const T* out_ln_gamma;
-  const T* out_ln_beta;
+#define FB_WEIGHT(field, name, kind, rows, cols) \
+  const typename WeightElement<WeightKind::kind, T, Tw>::type* field = nullptr;
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
   const float* quant = nullptr;  // int8 modes: see quant_layout.h
-  // CPU, optional: the six kernels (in the order above) packed by cpu::PackWeight, or null.
-  enum Kernel { kQuery, kKey, kValue, kAttnOut, kInter, kOut, kNumKernels };
-  const cpu::PackedWeight* packed[kNumKernels] = {};
+
+  // fn(WeightIndex, pointer) for every weight, in table order (pointer: const Tw* or const T*;
+  // assignable through the mutable overload).
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+#define FB_WEIGHT(field, name, kind, rows, cols) fn(kWeight_##field, field);
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
+  }
+  template <typename Fn>
+  void ForEach(Fn&& fn) {
+#define FB_WEIGHT(field, name, kind, rows, cols) fn(kWeight_##field, field);
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
+  }
+
+  LayerWeights<void, void> Erased() const {
+    LayerWeights<void, void> out;
+#define FB_WEIGHT(field, name, kind, rows, cols) out.field = field;
+#include "tf_ops/common/layer_weights.def"
+#undef FB_WEIGHT
+    out.quant = quant;
+    return out;
+  }
 };
 
 // Offsets of the real tokens: cu_seqlens[b] .. cu_seqlens[b+1] are sequence b's rows when packed.

@@ -1,5 +1,5 @@
 // INT8: the per-layer quant_scales vector, and the rounding every implementation uses.
-// Mirrored in Python by checkpoint_tools/quantization.py (QUANT_ACTIVATIONS, quant_layout).
+// Mirrored in Python by fastbert_tf/int8.py (QUANT_ACTIVATIONS, quant_layout).
 #pragma once
 
 #include <cmath>

@@ -30,32 +30,34 @@ struct Scratch {
   Buffer x, q, k, v, ctx, tmp, x1, inter;
 };
 
-template <typename T, typename Tw>
+template <typename T>
 void Layer(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
-           const int32_t* cu_seqlens, const LayerWeights<T, Tw>& w, Index rows, Scratch& s) {
+           const int32_t* cu_seqlens, const LayerWeights<T, T>& w, const PackedLayer& p, Index rows, Scratch& s) {
   const Index H = dims.hidden;
   const Index I = dims.inter_size;
-  const Tw* qkv_kernels[3] = {w.q_kernel, w.k_kernel, w.v_kernel};
+  const T* qkv_kernels[3] = {w.q_kernel, w.k_kernel, w.v_kernel};
+  const PackedWeight* qkv_packed[3] = {p.kernel[kWeight_q_kernel], p.kernel[kWeight_k_kernel],
+                                       p.kernel[kWeight_v_kernel]};
   float* qkv[3] = {s.q.data(), s.k.data(), s.v.data()};
-  using W = LayerWeights<T, Tw>;
-  GemmShared(d, s.x.data(), rows, H, qkv_kernels, H, qkv, 3, w.packed + W::kQuery);
+  GemmShared(d, s.x.data(), rows, H, qkv_kernels, H, qkv, 3, qkv_packed);
   Attention(d, dims, seq_len, cu_seqlens, s.q.data(), w.q_bias, s.k.data(), w.k_bias, s.v.data(), w.v_bias,
             s.ctx.data());
-  Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data(), w.packed[W::kAttnOut]);
+  Gemm(d, s.ctx.data(), rows, H, w.attn_out_kernel, H, s.tmp.data(), p.kernel[kWeight_attn_out_kernel]);
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.attn_out_bias, s.x.data(), w.attn_ln_gamma, w.attn_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x1.data());
   GemmBiasActivation(d, s.x1.data(), rows, H, w.inter_kernel, I, w.inter_bias, dims.activation, s.inter.data(),
-                     w.packed[W::kInter]);
-  Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data(), w.packed[W::kOut]);
+                     p.kernel[kWeight_inter_kernel]);
+  Gemm(d, s.inter.data(), rows, I, w.out_kernel, H, s.tmp.data(), p.kernel[kWeight_out_kernel]);
   AddBiasResidualLayerNorm(d, s.tmp.data(), w.out_bias, s.x1.data(), w.out_ln_gamma, w.out_ln_beta,
                            dims.layer_norm_eps, rows, H, s.x.data());
 }
 
 }  // namespace
 
-template <typename T, typename Tw>
+template <typename T>
 void RunEncoder(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
-                const T* input, const std::vector<LayerWeights<T, Tw>>& layers, T* output) {
+                const T* input, const std::vector<LayerWeights<T, T>>& layers,
+                const std::vector<PackedLayer>& packed, T* output) {
   const Index H = dims.hidden;
   std::vector<int32_t> cu;
   const Index rows = LayerRows(dims, seq_len, &cu, output);
@@ -66,7 +68,10 @@ void RunEncoder(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const
 
   WidenInput(d, dims, seq_len, cu.data(), input, s.x.data());
 
-  for (const auto& w : layers) Layer(d, dims, seq_len, cu.data(), w, rows, s);
+  const PackedLayer none;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    Layer(d, dims, seq_len, cu.data(), layers[l], packed.empty() ? none : packed[l], rows, s);
+  }
 
   NarrowOutput(d, dims, seq_len, cu.data(), s.x.data(), output);
 }
@@ -89,12 +94,12 @@ void RebuildPadding(const T* packed, const int32_t* cu, int batch, int seq_len, 
   }
 }
 
-#define INSTANTIATE_ENCODER(T, Tw)                                                                   \
-  template void RunEncoder<T, Tw>(const Eigen::ThreadPoolDevice&, const EncoderDims&, const int32_t*, \
-                                  const T*, const std::vector<LayerWeights<T, Tw>>&, T*);
-INSTANTIATE_ENCODER(float, float)
-INSTANTIATE_ENCODER(Eigen::half, Eigen::half)
-INSTANTIATE_ENCODER(Eigen::bfloat16, Eigen::bfloat16)
+#define INSTANTIATE_ENCODER(T)                                                                  \
+  template void RunEncoder<T>(const Eigen::ThreadPoolDevice&, const EncoderDims&, const int32_t*, const T*, \
+                              const std::vector<LayerWeights<T, T>>&, const std::vector<PackedLayer>&, T*);
+INSTANTIATE_ENCODER(float)
+INSTANTIATE_ENCODER(Eigen::half)
+INSTANTIATE_ENCODER(Eigen::bfloat16)
 #undef INSTANTIATE_ENCODER
 
 #define INSTANTIATE_PADDING(T)                                                          \

@@ -184,26 +184,13 @@ void RunEncoderInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, c
   NarrowOutput(d, dims, seq_len, cu.data(), s.x.data(), output);
 }
 
-template <>
-void RunEncoder<float, int8_t>(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, const int32_t* seq_len,
-                               const float* input, const std::vector<LayerWeights<float, int8_t>>& layers,
-                               float* output) {
-  RunEncoderInt8(d, dims, seq_len, input, layers, output);
-}
-template <>
-void RunEncoder<Eigen::half, int8_t>(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims,
-                                     const int32_t* seq_len, const Eigen::half* input,
-                                     const std::vector<LayerWeights<Eigen::half, int8_t>>& layers,
-                                     Eigen::half* output) {
-  RunEncoderInt8(d, dims, seq_len, input, layers, output);
-}
-template <>
-void RunEncoder<Eigen::bfloat16, int8_t>(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims,
-                                         const int32_t* seq_len, const Eigen::bfloat16* input,
-                                         const std::vector<LayerWeights<Eigen::bfloat16, int8_t>>& layers,
-                                         Eigen::bfloat16* output) {
-  RunEncoderInt8(d, dims, seq_len, input, layers, output);
-}
+#define INSTANTIATE(T)                                                                                 \
+  template void RunEncoderInt8<T>(const Eigen::ThreadPoolDevice&, const EncoderDims&, const int32_t*, const T*, \
+                                  const std::vector<LayerWeights<T, int8_t>>&, T*);
+INSTANTIATE(float)
+INSTANTIATE(Eigen::half)
+INSTANTIATE(Eigen::bfloat16)
+#undef INSTANTIATE
 
 }  // namespace cpu
 }  // namespace fastbert

@@ -69,6 +69,12 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch /* 33 floats *
   return scratch[32];
 }
 
+// The address a DeviceAddress stands for, in device code.
+template <typename T>
+__device__ __forceinline__ T* Resolve(DeviceAddress a) {
+  return static_cast<T*>(const_cast<void*>(a.slot != nullptr ? *a.slot : a.ptr));
+}
+
 inline unsigned CeilDiv(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 }  // namespace cuda

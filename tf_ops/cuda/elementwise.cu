@@ -13,47 +13,59 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;  // one warp per row
 
-template <typename V, bool kPack>
-__global__ void CopyRowsKernel(const V* __restrict__ src, const int32_t* __restrict__ cu, int seq_len,
+// Packed row p belongs to sequence b with cu[b] <= p < cu[b + 1] (found by bisection; empty
+// sequences have cu[b] == cu[b + 1] and are never chosen). Rows past the tokens get zeros.
+template <typename V>
+__global__ void PackRowsKernel(DeviceAddress src_addr, const int32_t* __restrict__ cu, int batch, int seq_len,
                                int64_t rows, int64_t row_vecs, V* __restrict__ dst) {
+  const int64_t p = int64_t{blockIdx.x} * kRowsPerBlock + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (p >= rows) return;
+  V* out = dst + p * row_vecs;
+  if (p >= cu[batch]) {
+    for (int64_t i = lane; i < row_vecs; i += 32) out[i] = V{};
+    return;
+  }
+  int lo = 0, hi = batch;  // cu[lo] <= p < cu[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (cu[mid] <= p) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const V* in = Resolve<const V>(src_addr) + (int64_t{lo} * seq_len + (p - cu[lo])) * row_vecs;
+  for (int64_t i = lane; i < row_vecs; i += 32) out[i] = in[i];
+}
+
+template <typename V>
+__global__ void UnpackRowsKernel(const V* __restrict__ src, const int32_t* __restrict__ cu, int seq_len,
+                                 int64_t rows, int64_t row_vecs, DeviceAddress dst_addr) {
   const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const int b = static_cast<int>(row / seq_len), s = static_cast<int>(row % seq_len);
-  const int len = cu[b + 1] - cu[b];
-  const int64_t packed_row = int64_t{cu[b]} + s;
-  if (kPack) {
-    if (s >= len) return;
-    const V* in = src + row * row_vecs;
-    V* out = dst + packed_row * row_vecs;
-    for (int64_t i = lane; i < row_vecs; i += 32) out[i] = in[i];
-  } else {
-    V* out = dst + row * row_vecs;
-    if (s >= len) {
-      for (int64_t i = lane; i < row_vecs; i += 32) out[i] = V{};
-      return;
-    }
-    const V* in = src + packed_row * row_vecs;
-    for (int64_t i = lane; i < row_vecs; i += 32) out[i] = in[i];
+  V* out = Resolve<V>(dst_addr) + row * row_vecs;
+  if (s >= cu[b + 1] - cu[b]) {
+    for (int64_t i = lane; i < row_vecs; i += 32) out[i] = V{};
+    return;
   }
+  const V* in = src + (int64_t{cu[b]} + s) * row_vecs;
+  for (int64_t i = lane; i < row_vecs; i += 32) out[i] = in[i];
 }
 
-template <bool kPack>
-cudaError_t CopyRows(const void* src, const int32_t* cu, int batch, int seq_len, int64_t row_bytes, void* dst,
-                     cudaStream_t stream) {
-  const int64_t rows = int64_t{batch} * seq_len;
-  if (rows == 0 || row_bytes == 0) return cudaSuccess;
-  const dim3 grid(CeilDiv(rows, kRowsPerBlock)), block(32 * kRowsPerBlock);
-  const uintptr_t align = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst);
+// Calls launch(V{}, vectors per row) with the widest of uint4 / uint32_t / uint8_t that the row
+// size and both addresses allow.
+template <typename Launch>
+cudaError_t ByRowVector(int64_t row_bytes, const void* a, const void* b, Launch&& launch) {
+  const uintptr_t align = reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b);
   if (row_bytes % 16 == 0 && align % 16 == 0) {
-    CopyRowsKernel<uint4, kPack><<<grid, block, 0, stream>>>(static_cast<const uint4*>(src), cu, seq_len, rows,
-                                                              row_bytes / 16, static_cast<uint4*>(dst));
+    launch(uint4{}, row_bytes / 16);
   } else if (row_bytes % 4 == 0 && align % 4 == 0) {
-    CopyRowsKernel<uint32_t, kPack><<<grid, block, 0, stream>>>(static_cast<const uint32_t*>(src), cu, seq_len,
-                                                                 rows, row_bytes / 4, static_cast<uint32_t*>(dst));
+    launch(uint32_t{}, row_bytes / 4);
   } else {
-    CopyRowsKernel<uint8_t, kPack><<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(src), cu, seq_len, rows,
-                                                                row_bytes, static_cast<uint8_t*>(dst));
+    launch(uint8_t{}, row_bytes);
   }
   return cudaGetLastError();
 }
@@ -62,19 +74,19 @@ cudaError_t CopyRows(const void* src, const int32_t* cu, int batch, int seq_len,
 constexpr int kLayerNormSmemCols = 12288;
 
 template <typename T, bool kSmem>
-__global__ void LayerNormKernel(const T* x, const T* __restrict__ bias, const T* residual,
+__global__ void LayerNormKernel(const T* x, const T* __restrict__ bias, DeviceAddress residual,
                                 const T* __restrict__ gamma, const T* __restrict__ beta, float eps, int cols,
-                                T* out, const int32_t* __restrict__ zero_lens, int seq_len) {
+                                DeviceAddress out, const int32_t* __restrict__ zero_lens, int seq_len) {
   extern __shared__ float row_buf[];
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
-  T* o = out + r * cols;
+  T* o = Resolve<T>(out) + r * cols;
   if (zero_lens != nullptr && static_cast<int>(r % seq_len) >= zero_lens[r / seq_len]) {
     for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = FromFloat<T>(0.0f);
     return;
   }
   const T* xr = x + r * cols;
-  const T* rr = residual + r * cols;
+  const T* rr = Resolve<const T>(residual) + r * cols;
   auto value = [&](int i) { return ToFloat(xr[i]) + ToFloat(bias[i]) + ToFloat(rr[i]); };
   float sum = 0.0f;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) {
@@ -115,14 +127,15 @@ __device__ __forceinline__ void LoadVec(const T* p, float (&out)[Vec16<T>::kN]) 
 
 template <typename T, int kVecs>
 __global__ void __launch_bounds__(32 * kLnWarpsPerBlock)
-    LayerNormWarpKernel(const T* x, const T* __restrict__ bias, const T* residual,
+    LayerNormWarpKernel(const T* x, const T* __restrict__ bias, DeviceAddress residual_addr,
                         const T* __restrict__ gamma, const T* __restrict__ beta, float eps, int cols, int64_t rows,
-                        T* out, const int32_t* __restrict__ zero_lens, int seq_len) {
+                        DeviceAddress out_addr, const int32_t* __restrict__ zero_lens, int seq_len) {
   constexpr int N = Vec16<T>::kN;
   const int64_t r = int64_t{blockIdx.x} * kLnWarpsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
-  T* o = out + r * cols;
+  const T* residual = Resolve<const T>(residual_addr);
+  T* o = Resolve<T>(out_addr) + r * cols;
   const bool zero = zero_lens != nullptr && static_cast<int>(r % seq_len) >= zero_lens[r / seq_len];
   float v[kVecs][N];
   float sum = 0.0f;
@@ -192,51 +205,59 @@ __global__ void BiasActivationKernel(T* x, const T* __restrict__ bias, Activatio
 
 }  // namespace
 
-cudaError_t PackRows(const void* padded, const int32_t* cu, int batch, int seq_len, int64_t row_bytes,
-                     void* packed, cudaStream_t stream) {
-  return CopyRows<true>(padded, cu, batch, seq_len, row_bytes, packed, stream);
+cudaError_t PackRows(DeviceAddress padded, const int32_t* cu, int batch, int seq_len, int64_t rows,
+                     int64_t row_bytes, void* packed, cudaStream_t stream) {
+  if (rows == 0 || row_bytes == 0) return cudaSuccess;
+  const dim3 grid(CeilDiv(rows, kRowsPerBlock)), block(32 * kRowsPerBlock);
+  return ByRowVector(row_bytes, padded.ptr, packed, [&](auto v, int64_t vecs) {
+    using V = decltype(v);
+    PackRowsKernel<V><<<grid, block, 0, stream>>>(padded, cu, batch, seq_len, rows, vecs, static_cast<V*>(packed));
+  });
 }
 
 cudaError_t UnpackRows(const void* packed, const int32_t* cu, int batch, int seq_len, int64_t row_bytes,
-                       void* padded, cudaStream_t stream) {
-  return CopyRows<false>(packed, cu, batch, seq_len, row_bytes, padded, stream);
+                       DeviceAddress padded, cudaStream_t stream) {
+  const int64_t rows = int64_t{batch} * seq_len;
+  if (rows == 0 || row_bytes == 0) return cudaSuccess;
+  const dim3 grid(CeilDiv(rows, kRowsPerBlock)), block(32 * kRowsPerBlock);
+  return ByRowVector(row_bytes, packed, padded.ptr, [&](auto v, int64_t vecs) {
+    using V = decltype(v);
+    UnpackRowsKernel<V><<<grid, block, 0, stream>>>(static_cast<const V*>(packed), cu, seq_len, rows, vecs, padded);
+  });
 }
 
-cudaError_t AddBiasResidualLayerNorm(DType dtype, const void* x, const void* bias, const void* residual,
+cudaError_t AddBiasResidualLayerNorm(DType dtype, const void* x, const void* bias, DeviceAddress residual,
                                      const void* gamma, const void* beta, float eps, int64_t rows, int cols,
-                                     void* out, const int32_t* zero_lens, int seq_len, cudaStream_t stream) {
+                                     DeviceAddress out, const int32_t* zero_lens, int seq_len, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const int threads = cols >= 2048 ? 512 : std::max(32, (cols / 4 + 31) / 32 * 32);
   return DispatchDType(dtype, [&](auto t) {
     using T = decltype(t);
     constexpr int N = Vec16<T>::kN;
     const uintptr_t align = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(bias) |
-                            reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(gamma) |
-                            reinterpret_cast<uintptr_t>(beta) | reinterpret_cast<uintptr_t>(out);
+                            reinterpret_cast<uintptr_t>(residual.ptr) | reinterpret_cast<uintptr_t>(gamma) |
+                            reinterpret_cast<uintptr_t>(beta) | reinterpret_cast<uintptr_t>(out.ptr);
     const int vecs = (cols / N + 31) / 32;
     if (cols % N == 0 && align % 16 == 0 && vecs <= kLnMaxVecs) {
       const dim3 grid(CeilDiv(rows, kLnWarpsPerBlock)), block(32 * kLnWarpsPerBlock);
       const auto* tx = static_cast<const T*>(x);
       const auto* tb = static_cast<const T*>(bias);
-      const auto* tr = static_cast<const T*>(residual);
       const auto* tg = static_cast<const T*>(gamma);
       const auto* tbe = static_cast<const T*>(beta);
-      auto* to = static_cast<T*>(out);
       switch (vecs) {
 #define FB_LN_CASE(V)                                                                                        \
   case V:                                                                                                    \
-    LayerNormWarpKernel<T, V><<<grid, block, 0, stream>>>(tx, tb, tr, tg, tbe, eps, cols, rows, to, zero_lens, \
-                                                          seq_len);                                          \
+    LayerNormWarpKernel<T, V><<<grid, block, 0, stream>>>(tx, tb, residual, tg, tbe, eps, cols, rows, out,   \
+                                                          zero_lens, seq_len);                               \
     return cudaGetLastError();
         FB_LN_CASE(1) FB_LN_CASE(2) FB_LN_CASE(3) FB_LN_CASE(4) FB_LN_CASE(5) FB_LN_CASE(6) FB_LN_CASE(7)
         FB_LN_CASE(8)
 #undef FB_LN_CASE
       }
     }
-    const auto args = std::make_tuple(static_cast<const T*>(x), static_cast<const T*>(bias),
-                                      static_cast<const T*>(residual), static_cast<const T*>(gamma),
-                                      static_cast<const T*>(beta), eps, cols, static_cast<T*>(out), zero_lens,
-                                      seq_len);
+    const auto args = std::make_tuple(static_cast<const T*>(x), static_cast<const T*>(bias), residual,
+                                      static_cast<const T*>(gamma), static_cast<const T*>(beta), eps, cols, out,
+                                      zero_lens, seq_len);
     if (cols <= kLayerNormSmemCols) {
       std::apply([&](auto... a) {
         LayerNormKernel<T, true><<<static_cast<unsigned>(rows), threads, cols * sizeof(float), stream>>>(a...);

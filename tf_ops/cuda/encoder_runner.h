@@ -1,28 +1,20 @@
 // The GPU encoder: cuBLAS(Lt) GEMMs and the kernels of kernels.h, enqueued on one stream.
-// No TensorFlow here: the op glue hands in device pointers, a workspace and the stream.
+// No TensorFlow here: the op glue hands in device pointers and the stream's GpuContext.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <mutex>
-#include <string>
 #include <vector>
 
 #include "tf_ops/common/encoder_params.h"
+#include "tf_ops/cuda/cuda_status.h"
+#include "tf_ops/cuda/gpu_context.h"
 #include "tf_ops/cuda/kernels.h"
 
 namespace fastbert {
 namespace cuda {
-
-// Empty message = success.
-struct Status {
-  std::string message;
-  bool ok() const { return message.empty(); }
-  static Status Ok() { return Status{}; }
-};
 
 struct Workspace {
   void* ptr = nullptr;
@@ -37,61 +29,23 @@ class StageTimer {
   virtual void Mark(const char* stage, cudaStream_t stream) = 0;
 };
 
-class GemmCache;
-class GraphCache;
+// Rows a call runs its GEMMs over: B * S, or with remove_padding the token count's bucket
+// (common/row_buckets.h).
+int64_t EncoderRows(const EncoderDims& dims, int64_t tokens);
 
-// Per (device, stream) state, made once and kept for the process: cuBLAS and cuBLASLt handles
-// bound to the stream, the GEMM plans chosen so far, and pinned buffers for the one small upload
-// each call makes. Calls on one stream are serialized by mu.
-class GpuContext {
- public:
-  static Status Get(int device, cudaStream_t stream, GpuContext** out);
-  ~GpuContext();
-
-  std::mutex mu;
-  int device() const { return device_; }
-  cudaStream_t stream() const { return stream_; }
-  void* blas() const { return blas_; }
-  void* blas_lt() const { return blas_lt_; }
-  GemmCache* gemms() const { return gemms_.get(); }
-  GraphCache* graphs() const { return graphs_.get(); }
-  cudaStream_t capture_stream() const { return capture_stream_; }
-
-  // Copies host bytes to device memory through a pinned buffer, asynchronously on the stream.
-  // A pinned buffer is reused only once the GPU has consumed its earlier copy.
-  Status Upload(const void* host, size_t bytes, void* device_dst);
-
- private:
-  GpuContext(int device, cudaStream_t stream);
-  struct PinnedSlot {
-    void* ptr = nullptr;
-    size_t capacity = 0;
-    cudaEvent_t done = nullptr;
-    bool pending = false;
-  };
-  static constexpr int kSlots = 8;
-  int device_;
-  cudaStream_t stream_;
-  void* blas_ = nullptr;     // cublasHandle_t
-  void* blas_lt_ = nullptr;  // cublasLtHandle_t
-  std::unique_ptr<GemmCache> gemms_;
-  std::unique_ptr<GraphCache> graphs_;
-  cudaStream_t capture_stream_ = nullptr;  // private: captures never see TF's other work
-  PinnedSlot slots_[kSlots];
-  int next_slot_ = 0;
-};
-
-// Bytes of device scratch RunEncoder needs for `tokens` packed rows (B*S when not packing).
-size_t EncoderWorkspaceBytes(const EncoderDims& dims, int64_t tokens, DType dtype);
+// Bytes of device scratch a call over `rows` rows needs (the context's Scratch holds it).
+size_t EncoderScratchBytes(const EncoderDims& dims, int64_t rows, DType dtype);
 
 // One FastBertEncoder call. seq_len is on the host (validated by the caller); input, output and
 // the weights (LayerWeights<void, void>: device pointers of dtype) on the device.
-// From the second call of the same shape on, the layers are replayed as one CUDA graph (captured
-// on a private stream, re-pointed with cudaGraphExecUpdate when buffers move), which removes the
-// host cost of ~8 launches per layer; FASTBERT_CUDA_GRAPHS=0 turns this off.
+//
+// The call runs in the context's scratch, reads its lengths, offsets, input and output addresses
+// from a small block it uploads there, and runs its GEMMs over EncoderRows() rows; so calls with
+// the same dims and row bucket are the same GPU work whatever their lengths and tensors, and from
+// the second such call on they replay one CUDA graph (GraphCache has the policy). Padded rows of
+// the output are zeros. FASTBERT_CUDA_GRAPHS=0 launches every call directly.
 Status RunEncoder(GpuContext* ctx, const EncoderDims& dims, DType dtype, const int32_t* seq_len, const void* input,
-                  const std::vector<LayerWeights<void, void>>& layers, void* output, Workspace ws,
-                  StageTimer* timer = nullptr);
+                  const std::vector<LayerWeights<void, void>>& layers, void* output, StageTimer* timer = nullptr);
 
 // RemovePadding / RebuildPadding with host cu_seqlens (validated by the caller); ws holds
 // at least PaddingWorkspaceBytes(batch) bytes.

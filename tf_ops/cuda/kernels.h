@@ -14,19 +14,31 @@ namespace cuda {
 
 enum class DType { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-// Copies rows between [B, S, row_bytes] and packed [T, row_bytes] (any element type).
-// cu_seqlens (device, B + 1) as from PrefixSums. Unpack writes zeros in the padding.
-cudaError_t PackRows(const void* padded, const int32_t* cu_seqlens, int batch, int seq_len, int64_t row_bytes,
-                     void* packed, cudaStream_t stream);
+// A buffer address known when the work is enqueued (`ptr`), or read by the kernel from device
+// memory when it runs (`*slot`, if slot is set; ptr is then its value for this call, used for
+// alignment checks). The runner passes the input and output tensors this way, so one captured
+// CUDA graph serves calls whose tensors live anywhere.
+struct DeviceAddress {
+  const void* ptr = nullptr;
+  const void* const* slot = nullptr;
+};
+
+// Gathers the real rows of padded [B, S, row_bytes] into packed rows [0, cu_seqlens[B]) and writes
+// zeros in packed rows [cu_seqlens[B], rows) (any element type). cu_seqlens (device, B + 1) as
+// from PrefixSums; rows >= cu_seqlens[B].
+cudaError_t PackRows(DeviceAddress padded, const int32_t* cu_seqlens, int batch, int seq_len, int64_t rows,
+                     int64_t row_bytes, void* packed, cudaStream_t stream);
+// Scatters packed rows back into padded [B, S, row_bytes], with zeros in the padding.
 cudaError_t UnpackRows(const void* packed, const int32_t* cu_seqlens, int batch, int seq_len, int64_t row_bytes,
-                       void* padded, cudaStream_t stream);
+                       DeviceAddress padded, cudaStream_t stream);
 
 // out = LayerNorm(x + bias + residual) * gamma + beta over rows of `cols`, statistics in float.
 // out may alias x or residual. If seq_len_zero (device, [rows / S]) is given, row r is written as
 // zeros when r % S >= seq_len_zero[r / S] (padded mode's last layer).
-cudaError_t AddBiasResidualLayerNorm(DType dtype, const void* x, const void* bias, const void* residual,
+cudaError_t AddBiasResidualLayerNorm(DType dtype, const void* x, const void* bias, DeviceAddress residual,
                                      const void* gamma, const void* beta, float eps, int64_t rows, int cols,
-                                     void* out, const int32_t* seq_len_zero, int seq_len, cudaStream_t stream);
+                                     DeviceAddress out, const int32_t* seq_len_zero, int seq_len,
+                                     cudaStream_t stream);
 
 // x = act(x + bias) in place over rows of `cols` (bias may be null).
 cudaError_t AddBiasActivation(DType dtype, void* x, const void* bias, Activation act, int64_t rows, int cols,
