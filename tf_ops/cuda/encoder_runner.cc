@@ -14,9 +14,6 @@ namespace fastbert {
 namespace cuda {
 namespace {
 
-cudaDataType_t CudaType(DType t) {
-  return t == DType::kFloat32 ? CUDA_R_32F : t == DType::kFloat16 ? CUDA_R_16F : CUDA_R_16BF;
-}
 size_t ElementSize(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 constexpr size_t kAlign = 256;

@@ -2,21 +2,6 @@
 
 namespace fastbert {
 namespace cuda {
-namespace {
-
-cudaDataType_t CudaType(DType t) {
-  switch (t) {
-    case DType::kFloat32:
-      return CUDA_R_32F;
-    case DType::kFloat16:
-      return CUDA_R_16F;
-    case DType::kBFloat16:
-      return CUDA_R_16BF;
-  }
-  return CUDA_R_32F;
-}
-
-}  // namespace
 
 GemmPlans::~GemmPlans() {
   for (auto& kv : plans_) Destroy(kv.second);

@@ -16,6 +16,11 @@
 namespace fastbert {
 namespace cuda {
 
+// The cuBLAS element type of dtype (the GEMM plans' and the batched QKV GEMM's).
+inline cudaDataType_t CudaType(DType t) {
+  return t == DType::kFloat32 ? CUDA_R_32F : t == DType::kFloat16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
 enum class Epilogue { kNone = 0, kBias = 1, kGeluTanhBias = 2 };
 
 // C[m, n] = A[m, k] * W[k, n] (+ epilogue), row-major; in cuBLAS's column-major terms
