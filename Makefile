@@ -32,9 +32,11 @@ HEADERS   := $(wildcard tf_ops/*.h tf_ops/*/*.h)
 .PHONY: lib venv run test bench clean harness
 lib: $(PKG_LIB)
 
-$(BUILD)/flags.mk: $(PYTHON) Makefile
+# With the default PYTHON the flags come from the venv's TensorFlow, so `make lib` sets it up first.
+$(BUILD)/flags.mk: Makefile $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed,$(PYTHON))
 	@mkdir -p $(BUILD)
-	@$(PYTHON) tf_ops/tf_flags.py > $@.tmp 2>/dev/null && mv $@.tmp $@
+	@$(PYTHON) tf_ops/tf_flags.py > $@.tmp 2> $@.err || { cat $@.err >&2; exit 1; }
+	@mv $@.tmp $@
 ifneq ($(filter lib harness build/% fastbert_tf/%,$(or $(MAKECMDGOALS),lib)),)
 -include $(BUILD)/flags.mk
 endif

@@ -1,48 +1,96 @@
-"""Reading and safely writing name-based (Google-format) checkpoints for the checkpoint tools."""
+"""Reading name-based (Google-format) checkpoints and writing the tools' output checkpoints.
+
+A tool's output checkpoint prefix DIR/NAME owns its directory DIR: the directory is written whole
+and published by checkpoint_tools.publish (marker file, one rename, never over anything else),
+holding NAME.index, NAME.data-*, a `checkpoint` state file naming NAME (relative, so the directory
+itself can be given as --init_checkpoint), the marker, and copies of the bert_config.json /
+vocab.txt the tool used.
+"""
+import glob
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from checkpoint_tools import publish
+from checkpoint_tools.cli import DataError, first_line
+
+
+def resolve(path):
+    """A checkpoint prefix, or a directory whose `checkpoint` state file names one."""
+    import tensorflow as tf
+    if os.path.isdir(path):
+        try:
+            latest = tf.train.latest_checkpoint(path)
+        except (tf.errors.OpError, ValueError, TypeError):
+            latest = None
+        if not latest:
+            raise DataError(f"{path} is a directory without a readable `checkpoint` state file: give the "
+                            "checkpoint prefix (e.g. .../model.ckpt)")
+        return latest
+    return path
+
 
 def read(prefix):
-    """(reader, {name: shape}, {name: tf.DType}); ValueError if prefix is not a checkpoint."""
+    """(reader, {name: shape}, {name: tf.DType}) of a checkpoint prefix (or directory); DataError
+    naming the prefix for a missing, truncated or foreign one."""
     import tensorflow as tf
+    prefix = resolve(prefix)
+    if not os.path.exists(prefix + ".index"):
+        raise DataError(f"checkpoint {prefix}: {prefix}.index does not exist (give the prefix, e.g. .../model.ckpt)")
     try:
         reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {prefix}: {e}") from None
-    return reader, reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise DataError(f"checkpoint {prefix} cannot be read ({first_line(e)}): truncated or not a "
+                        "TensorFlow checkpoint?") from None
+    return reader, shapes, dtypes
+
+
+def tensor(reader, prefix, name):
+    """One variable's value; DataError naming the variable when the data file is truncated."""
+    import tensorflow as tf
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as e:
+        raise DataError(f"checkpoint {prefix}: variable '{name}' cannot be read ({first_line(e)}): "
+                        "is the .data file truncated?") from None
+
+
+def files(prefix):
+    """The files of a checkpoint prefix (index and data shards)."""
+    return sorted(glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) + ".data-*"))
 
 
 def checkpoint_bytes(prefix):
-    d, base = os.path.split(os.path.abspath(prefix))
-    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith(base + "."))
+    return sum(os.path.getsize(f) for f in files(prefix))
 
 
-def check_output(input_prefix, output_prefix, overwrite):
-    if not output_prefix:
-        raise ValueError("no output checkpoint given")
-    if os.path.abspath(input_prefix) == os.path.abspath(output_prefix):
-        raise ValueError("the output checkpoint must differ from the input checkpoint")
-    if os.path.exists(output_prefix + ".index") and not overwrite:
-        raise ValueError(f"{output_prefix} exists (pass --overwrite to replace it)")
+def output(tool, prefix, inputs, overwrite, flag):
+    """The publish.Output for an output prefix; ValueError naming the flag for an unusable one."""
+    if not prefix:
+        raise ValueError(f"{flag} is required")
+    out_dir, base = os.path.split(prefix)
+    if not base or base in (".", ".."):
+        raise ValueError(f"{flag} {prefix} must end in a file name prefix, e.g. out/model_fp16/model.ckpt")
+    return publish.Output(tool, out_dir or ".", inputs, overwrite, flag)
 
 
-def write(values, output_prefix):
-    """Writes {name: numpy array} as a checkpoint at output_prefix, via a temporary directory
-    beside it, so that a failure leaves no partial checkpoint and the input is never touched."""
+def write(values, out, base):
+    """Writes {name: numpy array} as checkpoint `base` into the output's temporary directory,
+    with a `checkpoint` state file naming it."""
     import tensorflow as tf
-    out_dir, base = os.path.split(os.path.abspath(output_prefix))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ckpt_tool.", dir=out_dir)
-    try:
-        variables = {n: tf.Variable(np.asarray(v), name=n) for n, v in values.items()}
-        tf.compat.v1.train.Saver(var_list=variables).save(None, os.path.join(tmp, base), write_meta_graph=False,
-                                                          write_state=False)
-        for f in os.listdir(tmp):
-            os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return output_prefix
+    variables = {n: tf.Variable(np.asarray(v), name=n) for n, v in values.items()}
+    tf.compat.v1.train.Saver(var_list=variables).save(None, out.path(base), write_meta_graph=False,
+                                                      write_state=False)
+    write_state_file(out, base)
+
+
+def write_state_file(out, base):
+    with open(out.path("checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n')
+
+
+def copy_into(out, path, name):
+    if path and os.path.isfile(path):
+        shutil.copyfile(path, out.path(name))

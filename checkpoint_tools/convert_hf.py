@@ -3,8 +3,8 @@
     python -m checkpoint_tools.convert_hf --hf_dir ../shared/models/minilm-l6-mrpc --output_dir out/minilm
 
 Reads model.safetensors or pytorch_model.bin (a torch zip archive, read without torch) and
-config.json; writes, into a fresh output_dir (made in a temporary directory beside it and renamed
-into place; refused if it exists, unless --overwrite):
+config.json; writes, into output_dir (made whole in a temporary directory beside it and renamed
+into place, checkpoint_tools/publish.py):
   bert_model.ckpt.*   Google's variable names: bert/embeddings/..., bert/encoder/layer_N/...,
                       bert/pooler/..., and the heads when present: output_weights/output_bias
                       (classifier, [num_labels, hidden]) and cls/squad/output_weights|bias (QA).
@@ -12,7 +12,11 @@ into place; refused if it exists, unless --overwrite):
                       Hugging Face's "gelu" is the erf form and becomes "gelu_erf"; "gelu_new" /
                       "gelu_pytorch_tanh" (tanh form, Google's "gelu") become "gelu_tanh".
   vocab.txt           copied.
-The input directory is only read.
+  checkpoint          the state file naming bert_model.ckpt (so output_dir works as a checkpoint path).
+  fastbert_output.json  the marker that makes output_dir this tool's (for --overwrite).
+The input directory is only read. Refused: an output_dir that is, contains or lies inside hf_dir
+(symlinks resolved), or that exists and is not this tool's earlier output; --overwrite replaces
+only the latter.
 """
 import collections
 import json
@@ -20,22 +24,26 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zipfile
 
 import numpy as np
 from absl import app, flags
 
-from fastbert_tf.weights import ENCODER_SCOPE
+from checkpoint_tools import cli, ckpt_io, publish  # cli before anything imports TensorFlow
+from checkpoint_tools.cli import DataError
+from fastbert_tf.weights import ENCODER_SCOPE, check_layer_count
 
 FLAGS = flags.FLAGS
+TOOL = "convert_hf"
+CKPT = "bert_model.ckpt"
 
 
 def define_flags():
     """Command-line flags; defined only when run as a program, so importing defines none."""
     flags.DEFINE_string("hf_dir", None, "Directory with config.json, vocab.txt and model.safetensors or pytorch_model.bin.")
     flags.DEFINE_string("output_dir", None, "Directory to create.")
-    flags.DEFINE_bool("overwrite", False, "Replace output_dir if it exists.")
+    flags.DEFINE_bool("overwrite", False, "Replace output_dir if it is this tool's own earlier output.")
+    cli.define_verbose()
 
 
 HF_ACTIVATIONS = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -213,52 +221,54 @@ def convert_weights(hf_weights):
     return out
 
 
-def write_checkpoint(weights, prefix):
-    import tensorflow as tf
-    variables = {name: tf.Variable(value, name=name) for name, value in weights.items()}
-    return tf.compat.v1.train.Saver(var_list=variables).save(None, prefix, write_meta_graph=False)
-
-
 def convert(hf_dir, output_dir, overwrite=False):
+    """Converts; ValueError for unusable paths (checked before anything is read), DataError for
+    input that does not convert (its file named)."""
     if not os.path.isdir(hf_dir):
         raise ValueError(f"--hf_dir {hf_dir} is not a directory")
+    out = publish.Output(TOOL, output_dir, [hf_dir], overwrite, "--output_dir")
     config_path = os.path.join(hf_dir, "config.json")
     vocab_path = os.path.join(hf_dir, "vocab.txt")
     for path in (config_path, vocab_path):
-        if not os.path.exists(path):
-            raise ValueError(f"{path} does not exist")
-    output_dir = os.path.abspath(output_dir)
-    if os.path.abspath(hf_dir) == output_dir:
-        raise ValueError("--output_dir must differ from --hf_dir")
-    if os.path.exists(output_dir) and not overwrite:
-        raise ValueError(f"--output_dir {output_dir} exists (pass --overwrite to replace it)")
-    with open(config_path) as f:
-        config = google_config(json.load(f))
-    weights = convert_weights(read_hf_weights(hf_dir))
+        if not os.path.isfile(path):
+            raise ValueError(f"--hf_dir {hf_dir}: {path} does not exist")
+    try:
+        with open(config_path) as f:
+            config = google_config(json.load(f))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    try:
+        weights = convert_weights(read_hf_weights(hf_dir))
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, KeyError) as e:
+        raise DataError(f"{hf_dir}: the weights cannot be read ({e})") from None
     h, layers = config["hidden_size"], config["num_hidden_layers"]
     for layer in range(layers):
         name = f"{ENCODER_SCOPE}layer_{layer}/attention/self/query/kernel"
         if name not in weights:
-            raise ValueError(f"the weights lack '{name}' for num_hidden_layers={layers}")
+            raise DataError(f"{hf_dir}: the weights lack '{name}' for config.json's num_hidden_layers={layers}")
         if weights[name].shape != (h, h):
-            raise ValueError(f"'{name}' has shape {weights[name].shape}, config says hidden_size {h}")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".convert_hf.", dir=parent)
+            raise DataError(f"{hf_dir}: '{name}' has shape {weights[name].shape}, config.json says hidden_size {h}")
     try:
-        write_checkpoint(weights, os.path.join(tmp, "bert_model.ckpt"))
-        with open(os.path.join(tmp, "bert_config.json"), "w") as f:
+        check_layer_count(weights, layers, f"{hf_dir} (its weights)")
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    with out:
+        write_checkpoint(weights, out)
+        with open(out.path("bert_config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
-        os.chmod(tmp, 0o755)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.rename(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        shutil.copyfile(vocab_path, out.path("vocab.txt"))
+        out.publish([hf_dir])
     heads = [n for n in ("output_weights", "cls/squad/output_weights") if n in weights]
     return {"variables": len(weights), "layers": layers, "hidden_act": config["hidden_act"], "heads": heads}
+
+
+def write_checkpoint(weights, out):
+    import tensorflow as tf
+    variables = {name: tf.Variable(value, name=name) for name, value in weights.items()}
+    tf.compat.v1.train.Saver(var_list=variables).save(None, out.path(CKPT), write_meta_graph=False, write_state=False)
+    ckpt_io.write_state_file(out, CKPT)
 
 
 def main(argv):
@@ -267,7 +277,9 @@ def main(argv):
         raise app.UsageError("--hf_dir and --output_dir are required")
     try:
         summary = convert(FLAGS.hf_dir, FLAGS.output_dir, FLAGS.overwrite)
-    except ValueError as e:
+    except DataError:
+        raise
+    except ValueError as e:  # the paths
         raise app.UsageError(str(e))
     print(f"wrote {FLAGS.output_dir}: {summary['variables']} variables, {summary['layers']} layers, "
           f"hidden_act {summary['hidden_act']}, heads {summary['heads'] or 'none'}")
@@ -275,4 +287,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -21,6 +21,7 @@ substitutions in the module's namespace only:
 Nothing is installed into `sys.modules` under TensorFlow's or bert's names, and TensorFlow's own
 modules are not changed: the loaded modules are `fastbert_tf.bert_compat.<name>`.
 """
+import csv
 import importlib.util
 import os
 import re
@@ -28,6 +29,7 @@ import sys
 import threading
 import types
 
+import tensorflow as tf
 from absl import flags as absl_flags
 
 _MODULES = ("tokenization", "modeling", "optimization", "run_classifier", "run_squad")
@@ -145,3 +147,48 @@ def glue_processors():
     script, the calibration tool and the benchmark's dataset lengths share."""
     rc = load("run_classifier")
     return {"cola": rc.ColaProcessor, "mnli": rc.MnliProcessor, "mrpc": rc.MrpcProcessor, "xnli": rc.XnliProcessor}
+
+
+def read_examples(processor, split, data_dir):
+    """processor.get_<split>_examples(data_dir) ('train', 'dev' or 'test'), with bad input as one
+    ValueError naming the file and line: a missing or undecodable file, a line with too few
+    fields, a label that is not one of processor.get_labels()."""
+    read = {}
+    original = processor._read_tsv
+
+    def reading(input_file, quotechar=None):
+        if not tf.io.gfile.exists(input_file):
+            raise ValueError(f"{input_file} does not exist")
+        try:
+            read["lines"] = original(input_file, quotechar)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"{input_file}: not a UTF-8 TSV file ({e})") from None
+        read["file"] = input_file
+        return read["lines"]
+
+    processor._read_tsv = reading  # an instance attribute over Google's classmethod, for this call
+    try:
+        examples = getattr(processor, f"get_{split}_examples")(data_dir)
+    except (IndexError, KeyError, TypeError) as e:
+        if "lines" not in read:
+            raise
+        lines = read["lines"]
+        lo, hi = 1, len(lines)  # the shortest prefix of lines whose conversion fails
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                processor._create_examples(lines[:mid], split)
+                lo = mid + 1
+            except (IndexError, KeyError, TypeError):
+                hi = mid
+        raise ValueError(f"{read['file']}:{lo}: malformed line ({len(lines[lo - 1])} tab-separated fields; "
+                         f"{type(e).__name__}: {e})") from None
+    finally:
+        del processor._read_tsv
+    labels = set(processor.get_labels())
+    for ex in examples if split != "test" else ():
+        if ex.label not in labels:
+            line = ex.guid.rsplit("-", 1)[-1]
+            where = f"{read.get('file', data_dir)}:{int(line) + 1}" if line.isdigit() else f"{data_dir} ({ex.guid})"
+            raise ValueError(f"{where}: label {ex.label!r} is not one of {sorted(labels)}")
+    return examples

@@ -32,7 +32,7 @@ class BertEncoder(tf.Module):
     'bert/encoder/') or from_checkpoint, then call enc(hidden_states [B, S, H], sequence_length [B]),
     eagerly or in a tf.function. Rows at or past a sequence's length come out as zeros. The variables
     are made once; calls pass them to the op without copies. `serve` is a tf.function with unknown
-    batch and sequence dims, for tf.saved_model.save (reload after fastbert_tf.load_op_library()).
+    batch and sequence dims, for tf.saved_model.save (reload after `import fastbert_tf`, which registers the ops).
     """
 
     def __init__(self, layer_variables, *, num_layer, head_num, hidden, inter_size, dtype="float32",
@@ -173,11 +173,8 @@ class BertEncoder(tf.Module):
             raise ValueError(f"hidden_states must be [batch, seq_len, {self.hidden}], got shape {hidden_states.shape}")
         if hidden_states.shape.rank == 3 and hidden_states.shape[-1] not in (None, self.hidden):
             raise ValueError(f"hidden_states' last dimension must be {self.hidden}, got shape {hidden_states.shape}")
-        sequence_length = tf.convert_to_tensor(sequence_length)
-        if not sequence_length.dtype.is_integer:
-            raise ValueError(f"sequence_length must be integers, got {sequence_length.dtype.name}")
         return ops.fast_bert_encoder(
-            hidden_states, tf.cast(sequence_length, tf.int32), self.layer_variables, self.quant_scales,
+            hidden_states, ops.as_int32(sequence_length), self.layer_variables, self.quant_scales,
             num_layer=self.num_layer, head_num=self.head_num, size_per_head=self.size_per_head, inter_size=self.inter_size,
             remove_padding=self.remove_padding, activation=self.activation, layer_norm_eps=self.layer_norm_eps,
             q_scaling=self.q_scaling, int8_mode=self.int8_mode)

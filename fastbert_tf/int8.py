@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from fastbert_tf.weights import ENCODER_SCOPE, KERNEL_NAMES, is_training_state, key
+from fastbert_tf.weights import (ENCODER_SCOPE, KERNEL_NAMES, check_layer_count, checkpoint_layers, is_training_state,
+                                key)
 
 # In the order of tf_ops/common/quant_layout.h (QuantIndex).
 QUANT_ACTIVATIONS = ("qkv_input", "q", "k", "v", "probs", "attention_output_input", "attention_output_gemm",
@@ -80,25 +81,38 @@ def quant_vector(act_amax, kernel_scales, int8_mode, hidden, inter):
 def read_int8_encoder(path, num_layer=None):
     """(int8_mode, num_layer, {key: int8 kernel or float vector}, [quant_scales per layer])."""
     import tensorflow as tf
-    reader = tf.train.load_checkpoint(path)
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {str(e).strip().splitlines()[0]}") from None
+
+    def get(name):
+        try:
+            return reader.get_tensor(name)
+        except (tf.errors.OpError, ValueError, IndexError) as e:
+            raise ValueError(f"checkpoint {path}: variable '{name}' cannot be read ({str(e).strip().splitlines()[0]})"
+                             ": is the .data file truncated?") from None
+
     if not reader.has_tensor(INT8_MODE_NAME):
         raise ValueError(f"{path} is not a quantized checkpoint (no {INT8_MODE_NAME}); "
                          "make one with checkpoint_tools/ckpt_quantization.py")
-    mode = int(reader.get_tensor(INT8_MODE_NAME))
+    mode = int(get(INT8_MODE_NAME))
     shapes = reader.get_variable_to_shape_map()
-    layers = num_layer or len({n.split("/")[2] for n in shapes if n.startswith(ENCODER_SCOPE + "layer_")})
+    if num_layer:
+        check_layer_count(shapes, num_layer, f"checkpoint {path}")
+    layers = num_layer or checkpoint_layers(shapes)
     hidden = shapes[ENCODER_SCOPE + key(0, 'attention/self/query/kernel')][0]
     inter = shapes[ENCODER_SCOPE + key(0, 'intermediate/dense/kernel')][1]
     weights, scales = {}, []
     for layer in range(layers):
         base = f"{ENCODER_SCOPE}layer_{layer}/"
-        act = {n: np.asarray(reader.get_tensor(base + f"quant/{n}_amax"), np.float32) for n in QUANT_ACTIVATIONS}
-        kscales = {k: np.asarray(reader.get_tensor(base + k + "_scale"), np.float32).reshape(-1) for k in KERNEL_NAMES}
+        act = {n: np.asarray(get(base + f"quant/{n}_amax"), np.float32) for n in QUANT_ACTIVATIONS}
+        kscales = {k: np.asarray(get(base + k + "_scale"), np.float32).reshape(-1) for k in KERNEL_NAMES}
         scales.append(quant_vector(act, kscales, mode, hidden, inter))
     for name in shapes:
         if (name.startswith(ENCODER_SCOPE + "layer_") and "/quant/" not in name and not name.endswith("_scale")
                 and not is_training_state(name)):
-            weights[name[len(ENCODER_SCOPE):]] = reader.get_tensor(name)
+            weights[name[len(ENCODER_SCOPE):]] = get(name)
     return mode, layers, weights, scales
 
 

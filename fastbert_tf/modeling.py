@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from fastbert_tf import ops, reference
 from fastbert_tf.encoder import as_dtype
-from fastbert_tf.weights import CONFIG_ACTIVATIONS, LAYER_WEIGHTS, is_training_state, key
+from fastbert_tf.weights import (CONFIG_ACTIVATIONS, LAYER_WEIGHTS, check_layer_count, checkpoint_layers,
+                                is_training_state, key)
 
 # bert_config.json's hidden_act -> FastBertEncoder activation. Google's "gelu" is the tanh form;
 # Hugging Face's "gelu" is the erf form (convert_hf writes it as "gelu_erf").
@@ -217,30 +218,53 @@ class BertModel(tf.Module):
 
 # ---------------------------------------------------------------- checkpoints
 
-def load_checkpoint(path, variables):
+def load_checkpoint(path, variables, allow_unused=False, loaded_elsewhere=()):
     """Assigns checkpoint values to variables by Google name ({name: tf.Variable}, names without ':0').
 
-    Returns the checkpoint's unused names (besides optimizer slots and global_step). Raises
-    ValueError for a missing checkpoint, a variable the checkpoint lacks, or a shape mismatch.
+    Checks the model and the checkpoint against each other both ways. ValueError, naming the
+    variable, for: a missing, truncated or unreadable checkpoint; a variable the checkpoint lacks; a
+    shape or kind (int8) mismatch; and, unless allow_unused, a checkpoint variable under 'bert/'
+    (embeddings, encoder, pooler) that the model does not use, as a checkpoint with more layers
+    than the config has. Names starting with a prefix in loaded_elsewhere are read by another
+    loader (int8.load_into_model). Returns the other unused names (task heads, e.g.
+    cls/predictions/...; optimizer slots and global_step are not listed).
     """
     try:
         reader = tf.train.load_checkpoint(path)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
-    shapes = reader.get_variable_to_shape_map()
-    dtypes = reader.get_variable_to_dtype_map()
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     missing = sorted(n for n in variables if n not in shapes)
     if missing:
         raise ValueError(f"checkpoint {path} lacks {len(missing)} variable(s) the model needs, e.g. '{missing[0]}'")
+    unused = sorted(n for n in shapes if n not in variables and not is_training_state(n)
+                    and not any(n.startswith(p) for p in loaded_elsewhere))
+    model_part = [n for n in unused if n.startswith("bert/")]
+    if model_part and not allow_unused:
+        have, want = checkpoint_layers(shapes), checkpoint_layers(variables)
+        if want and have != want:
+            check_layer_count(shapes, want, f"checkpoint {path}")
+        raise ValueError(f"checkpoint {path} has {len(model_part)} variable(s) the model does not use, e.g. "
+                         f"'{model_part[0]}': does bert_config_file match the checkpoint?")
     for name, v in variables.items():
         if list(shapes[name]) != v.shape.as_list():
             raise ValueError(f"checkpoint variable '{name}' has shape {list(shapes[name])} but the config gives "
                              f"{v.shape.as_list()}: does bert_config_file match the checkpoint?")
-        value = reader.get_tensor(name)
         if dtypes[name] == tf.int8 and v.dtype != tf.int8:
             raise ValueError(f"checkpoint variable '{name}' is int8 (a quantized checkpoint): use int8_mode")
+        try:
+            value = reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError, ValueError) as e:
+            raise ValueError(f"checkpoint {path}: variable '{name}' cannot be read ({_first_line(e)}): is the "
+                             ".data file truncated?") from None
         v.assign(tf.cast(value, v.dtype))
-    return sorted(n for n in shapes if n not in variables and not is_training_state(n))
+    return [n for n in unused if not n.startswith("bert/")]
+
+
+def _first_line(e):
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
 def model_variables(model, extra=None):

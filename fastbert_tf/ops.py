@@ -136,18 +136,35 @@ def gpu_cache_stats():
         size = need * 2
 
 
+def as_int32(values, what="sequence_length"):
+    """Integer lengths (any integer dtype) as the int32 the ops take. Values outside int32 are an
+    InvalidArgument error naming `what` (a plain cast would wrap 2**32 + 5 to 5); the ops check the
+    rest (0 <= length <= S)."""
+    t = tf.convert_to_tensor(values)
+    if not t.dtype.is_integer:
+        raise ValueError(f"{what} must be integers, got {t.dtype.name}")
+    if t.dtype == tf.int32:
+        return t
+    checks = [tf.debugging.assert_less_equal(t, tf.cast(2**31 - 1, t.dtype), message=f"{what} above int32 range")]
+    if not t.dtype.is_unsigned:
+        checks.append(tf.debugging.assert_greater_equal(t, tf.cast(0, t.dtype), message=f"{what} is negative"))
+    with tf.control_dependencies(checks):
+        return tf.cast(t, tf.int32)
+
+
 @tf.autograph.experimental.do_not_convert
 def remove_padding(hidden_states, sequence_length, name=None):
     """[B, S, H] + lengths [B] -> (packed [T, H], cu_seqlens [B + 1] int32), T = sum(lengths)."""
     lib = load_op_library()
-    return lib.remove_padding(hidden_states, tf.cast(sequence_length, tf.int32), name=name)
+    return lib.remove_padding(hidden_states, as_int32(sequence_length), name=name)
 
 
 @tf.autograph.experimental.do_not_convert
 def rebuild_padding(packed, cu_seqlens, max_seq_len, name=None):
     """Inverse of remove_padding: packed [T, H] -> [B, max_seq_len, H] with zeros in the padding."""
     lib = load_op_library()
-    return lib.rebuild_padding(packed, tf.cast(cu_seqlens, tf.int32), tf.cast(max_seq_len, tf.int32), name=name)
+    return lib.rebuild_padding(packed, as_int32(cu_seqlens, "cu_seqlens"), as_int32(max_seq_len, "max_seq_len"),
+                               name=name)
 
 
 def _is_variable(t):
@@ -179,7 +196,7 @@ def fast_bert_encoder(hidden_states, sequence_length, layer_weights, quant_scale
         kwargs[n] = [t.handle if as_resources else tf.convert_to_tensor(t) for t in lists[n]]
     quant = [t.handle if as_resources else tf.convert_to_tensor(t) for t in quant_scales]
     return lib.fast_bert_encoder(
-        hidden_states=hidden_states, sequence_length=sequence_length, quant_scales=quant,
+        hidden_states=hidden_states, sequence_length=as_int32(sequence_length), quant_scales=quant,
         num_layer=num_layer, head_num=head_num, size_per_head=size_per_head, inter_size=inter_size, remove_padding=remove_padding,
         activation=activation, layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode,
         name=name, **kwargs)

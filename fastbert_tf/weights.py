@@ -47,6 +47,23 @@ def is_training_state(name):
             or "/LAMB" in name)
 
 
+def checkpoint_layers(names):
+    """The encoder layer count of a checkpoint's (or model's) variable names: 1 + the largest N of
+    'bert/encoder/layer_N/...' (0 when there is none)."""
+    found = [int(m.group(1)) for n in names if n.startswith(ENCODER_SCOPE)
+             for m in [_LAYER_RE.match(n[len(ENCODER_SCOPE):])] if m]
+    return max(found) + 1 if found else 0
+
+
+def check_layer_count(names, num_layer, source):
+    """ValueError when the checkpoint `source` (variable names `names`) has another number of
+    encoder layers than the config's num_hidden_layers."""
+    have = checkpoint_layers(names)
+    if have != num_layer:
+        raise ValueError(f"{source} has {have} encoder layers (bert/encoder/layer_0..{have - 1}) but the config's "
+                         f"num_hidden_layers is {num_layer}: does bert_config_file belong to this checkpoint?")
+
+
 def stack_layers(weights, num_layer, kernel_dtype, vector_dtype):
     """{op input name: [num_layer, ...] array}: each weight kind's layers stacked (one input per
     kind instead of num_layer), kernels cast to kernel_dtype and vectors to vector_dtype."""

@@ -1,4 +1,7 @@
 """What run_classifier_wrap and run_squad_wrap share: flags, input checks, the model, training."""
+from checkpoint_tools import cli  # first: quiets TensorFlow's start-up lines (unless --verbose)
+from checkpoint_tools import ckpt_io
+
 import os
 import time
 
@@ -7,7 +10,8 @@ import tensorflow as tf
 from absl import app, flags
 from tqdm import tqdm
 
-from fastbert_tf import modeling
+from fastbert_tf import int8, modeling
+from fastbert_tf.weights import ENCODER_SCOPE
 
 FLAGS = flags.FLAGS
 
@@ -35,6 +39,9 @@ def define_flags(task_flags):
     flags.DEFINE_bool("remove_padding", False, "Run the encoder on the real tokens only.")
     flags.DEFINE_integer("int8_mode", 0, "0: float; 1 or 2: INT8 (needs a quantized checkpoint).")
     flags.DEFINE_bool("use_fast_op", True, "Evaluate with FastBertEncoder (False: the plain-TF encoder).")
+    flags.DEFINE_bool("allow_unused_variables", False, "Load a checkpoint whose bert/ variables the config does not "
+                      "all use (e.g. more layers than num_hidden_layers). Without it that is an error.")
+    cli.define_verbose()
     flags.DEFINE_bool("warmup", True, "Before the timed evaluation, call the model (untimed) on every shape it will "
                       "see; with --remove_padding on a GPU, on every row bucket (fastbert_tf.row_buckets), as a "
                       "server warms up.")
@@ -55,10 +62,7 @@ def check_common_flags():
     if FLAGS.init_checkpoint:
         require(tf.io.gfile.exists(FLAGS.init_checkpoint + ".index") or tf.io.gfile.isdir(FLAGS.init_checkpoint),
                 f"--init_checkpoint {FLAGS.init_checkpoint} does not exist (give the prefix, e.g. .../bert_model.ckpt)")
-    try:
-        config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
-    except ValueError as e:
-        raise app.UsageError(str(e))
+    config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)  # ValueError names the file: exit 1
     require(FLAGS.max_seq_length <= config.max_position_embeddings,
             f"--max_seq_length {FLAGS.max_seq_length} is above the model's max_position_embeddings "
             f"{config.max_position_embeddings}")
@@ -68,23 +72,37 @@ def check_common_flags():
 
 
 def resolve_checkpoint(path):
-    return tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+    """A checkpoint prefix, or the one a directory's `checkpoint` state file names (DataError if none)."""
+    return ckpt_io.resolve(path)
 
 
-def restore(path, variables):
-    """Loads a Google-named checkpoint into {name: variable}; UsageError for what does not fit."""
-    try:
-        unused = modeling.load_checkpoint(resolve_checkpoint(path), variables)
-    except ValueError as e:
-        raise app.UsageError(str(e))
+def restore(path, variables, loaded_elsewhere=()):
+    """Loads a Google-named checkpoint into {name: variable}; ValueError (exit 1) for what does
+    not fit, both ways (modeling.load_checkpoint)."""
+    unused = modeling.load_checkpoint(resolve_checkpoint(path), variables, allow_unused=FLAGS.allow_unused_variables,
+                                      loaded_elsewhere=loaded_elsewhere)
     if unused:
         tf.get_logger().info("checkpoint variables not used: %s", ", ".join(unused))
     return unused
 
 
+def restore_inference(path, bert, variables):
+    """The inference model's weights: with --int8_mode the encoder from the quantized checkpoint
+    (int8.load_into_model), the rest (embeddings, pooler, head) by name."""
+    if FLAGS.int8_mode:
+        int8.load_into_model(resolve_checkpoint(path), bert, FLAGS.int8_mode)
+        variables = {n: v for n, v in variables.items() if not n.startswith(ENCODER_SCOPE)}
+        return restore(path, variables, loaded_elsewhere=(ENCODER_SCOPE,))
+    return restore(path, variables)
+
+
 def restore_present(path, variables):
     """Before fine-tuning: the variables the checkpoint has (a fresh task head may be missing)."""
-    reader = tf.train.load_checkpoint(resolve_checkpoint(path))
+    prefix = resolve_checkpoint(path)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ValueError(f"cannot read checkpoint {prefix}: {cli.first_line(e)}") from None
     return restore(path, {n: v for n, v in variables.items() if reader.has_tensor(n)})
 
 

@@ -12,13 +12,15 @@ ms_per_example) and eval_predictions.txt; --do_predict writes test_results.tsv (
 probabilities per line); --do_train fine-tunes with the plain-TF encoder (Google's AdamWeightDecay,
 warmup) and writes Google-named checkpoints that the evaluation then uses.
 """
+from checkpoint_tools import cli  # first: quiets TensorFlow's start-up lines (unless --verbose)
+
 import os
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from fastbert_tf import bert_compat, int8, modeling
+from fastbert_tf import bert_compat, modeling
 from glue_squad import common
 
 FLAGS = flags.FLAGS
@@ -32,6 +34,7 @@ def _task_flags():
 
 
 common.define_flags(_task_flags)
+flags.adopt_module_key_flags(common)  # --help lists the shared flags too
 
 
 def features(examples, label_list, tokenizer):
@@ -99,7 +102,7 @@ def evaluate(model, data, batch_size):
 
 
 def run_train(config, processor, label_list, tokenizer):
-    examples = processor.get_train_examples(FLAGS.data_dir)
+    examples = bert_compat.read_examples(processor, "train", FLAGS.data_dir)
     if FLAGS.max_train_examples:
         examples = examples[:FLAGS.max_train_examples]
     common.require(examples, "no training examples")
@@ -120,11 +123,7 @@ def run_train(config, processor, label_list, tokenizer):
 def build_inference_model(config, num_labels, checkpoint):
     common.require(checkpoint, "--init_checkpoint is required for --do_eval/--do_predict without --do_train")
     model = Classifier(config, num_labels, is_training=False)
-    variables = model.variables_by_name()
-    if FLAGS.int8_mode:
-        int8.load_into_model(common.resolve_checkpoint(checkpoint), model.bert, FLAGS.int8_mode)
-        variables = {n: v for n, v in variables.items() if "/encoder/" not in n}
-    common.restore(checkpoint, variables)
+    common.restore_inference(checkpoint, model.bert, model.variables_by_name())
     return model
 
 
@@ -142,7 +141,7 @@ def main(argv):
     label_list = processor.get_labels()
     tok = bert_compat.load("tokenization")
     tokenizer = tok.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)  # Google's converters log every example
+    tf.compat.v1.logging.set_verbosity(max(tf.compat.v1.logging.get_verbosity(), tf.compat.v1.logging.WARN))  # Google's converters log every example
 
     checkpoint = FLAGS.init_checkpoint
     if FLAGS.do_train:
@@ -151,7 +150,7 @@ def main(argv):
     if FLAGS.do_eval or FLAGS.do_predict:
         model = build_inference_model(config, len(label_list), checkpoint)
     if FLAGS.do_eval:
-        examples = processor.get_dev_examples(FLAGS.data_dir)
+        examples = bert_compat.read_examples(processor, "dev", FLAGS.data_dir)
         data = features(examples, label_list, tokenizer)
         preds, _, loss, ms = evaluate(model, data, FLAGS.eval_batch_size)
         labels = data[3]
@@ -165,7 +164,7 @@ def main(argv):
         for k in sorted(results):
             print(f"  {k} = {results[k]}")
     if FLAGS.do_predict:
-        examples = processor.get_test_examples(FLAGS.data_dir)
+        examples = bert_compat.read_examples(processor, "test", FLAGS.data_dir)
         data = features(examples, label_list, tokenizer)
         _, probs, _, _ = evaluate(model, data, FLAGS.predict_batch_size)
         with open(os.path.join(FLAGS.output_dir, "test_results.tsv"), "w") as f:
@@ -175,4 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,13 +10,15 @@ nbest_predictions.json are Google's own code (through fastbert_tf.bert_compat); 
 and end logits are cut to each feature's real length before Google's write_predictions sees them.
 --do_train fine-tunes with the plain-TF encoder (loss: mean of the start and end cross-entropies).
 """
+from checkpoint_tools import cli  # first: quiets TensorFlow's start-up lines (unless --verbose)
+
 import os
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from fastbert_tf import bert_compat, int8, modeling
+from fastbert_tf import bert_compat, modeling
 from glue_squad import common
 
 FLAGS = flags.FLAGS
@@ -35,6 +37,7 @@ def _task_flags():
 
 
 common.define_flags(_task_flags)
+flags.adopt_module_key_flags(common)  # --help lists the shared flags too
 
 
 def squad_module():
@@ -79,8 +82,8 @@ def read_features(path, tokenizer, is_training):
         raise app.UsageError(f"{path} does not exist")
     try:
         examples = rs.read_squad_examples(path, is_training=is_training)
-    except (ValueError, KeyError) as e:
-        raise app.UsageError(f"{path} is not a SQuAD json file: {e}")
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise cli.DataError(f"{path} is not a SQuAD v1.1 json file ({type(e).__name__}: {e})") from None
     feats = []
     rs.convert_examples_to_features(examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride,
                                     FLAGS.max_query_length, is_training, feats.append)
@@ -131,7 +134,7 @@ def main(argv):
     common.require(FLAGS.max_seq_length > FLAGS.max_query_length + 3,
                    f"--max_seq_length {FLAGS.max_seq_length} leaves no room for the document after a "
                    f"{FLAGS.max_query_length}-token question")
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)
+    tf.compat.v1.logging.set_verbosity(max(tf.compat.v1.logging.get_verbosity(), tf.compat.v1.logging.WARN))
     tok = bert_compat.load("tokenization")
     tokenizer = tok.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
     checkpoint = FLAGS.init_checkpoint
@@ -153,15 +156,11 @@ def main(argv):
         common.require(checkpoint, "--init_checkpoint is required for --do_predict without --do_train")
         examples, feats = read_features(FLAGS.predict_file, tokenizer, False)  # bad data fails before the model
         model = QAModel(config, is_training=False)
-        variables = model.variables_by_name()
-        if FLAGS.int8_mode:
-            int8.load_into_model(common.resolve_checkpoint(checkpoint), model.bert, FLAGS.int8_mode)
-            variables = {n: v for n, v in variables.items() if "/encoder/" not in n}
-        common.restore(checkpoint, variables)
+        common.restore_inference(checkpoint, model.bert, model.variables_by_name())
         paths, ms = predict(model, examples, feats, FLAGS.output_dir)
         print(f"{len(examples)} questions, {len(feats)} features, {ms / max(len(feats), 1):.2f} ms/feature; "
               f"wrote {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -126,7 +126,7 @@ def test_squad_errors(converted_minilm, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{\"data\": [{\"nope\": 1}]}")
     proc = squad(m, f"{m}/bert_model.ckpt", str(bad), str(tmp_path / "o"))
-    assert proc.returncode != 0 and "is not a SQuAD json file" in proc.stderr
+    assert proc.returncode == 1 and "is not a SQuAD v1.1 json file" in proc.stderr
     data = squad_data.squad_json(str(tmp_path / "squad.json"), n=2)
     proc = squad(m, f"{m}/bert_model.ckpt", data, str(tmp_path / "o2"))  # no cls/squad head
     assert proc.returncode != 0 and "lacks 2 variable(s)" in proc.stderr and "cls/squad/output_" in proc.stderr
