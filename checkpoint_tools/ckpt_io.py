@@ -13,7 +13,8 @@ import shutil
 import numpy as np
 
 from checkpoint_tools import publish
-from checkpoint_tools.cli import DataError, first_line
+from checkpoint_tools.cli import DataError
+from fastbert_tf.weights import open_checkpoint, read_tensor
 
 
 def resolve(path):
@@ -34,27 +35,21 @@ def resolve(path):
 def read(prefix):
     """(reader, {name: shape}, {name: tf.DType}) of a checkpoint prefix (or directory); DataError
     naming the prefix for a missing, truncated or foreign one."""
-    import tensorflow as tf
     prefix = resolve(prefix)
     if not os.path.exists(prefix + ".index"):
         raise DataError(f"checkpoint {prefix}: {prefix}.index does not exist (give the prefix, e.g. .../model.ckpt)")
     try:
-        reader = tf.train.load_checkpoint(prefix)
-        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise DataError(f"checkpoint {prefix} cannot be read ({first_line(e)}): truncated or not a "
-                        "TensorFlow checkpoint?") from None
-    return reader, shapes, dtypes
+        return open_checkpoint(prefix)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def tensor(reader, prefix, name):
     """One variable's value; DataError naming the variable when the data file is truncated."""
-    import tensorflow as tf
     try:
-        return reader.get_tensor(name)
-    except (tf.errors.OpError, IndexError, ValueError) as e:
-        raise DataError(f"checkpoint {prefix}: variable '{name}' cannot be read ({first_line(e)}): "
-                        "is the .data file truncated?") from None
+        return read_tensor(reader, prefix, name)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def files(prefix):

@@ -43,6 +43,7 @@ def _import_tensorflow_quietly():
 
 
 _import_tensorflow_quietly()
+from fastbert_tf.weights import first_line  # noqa: E402  (after the quiet TensorFlow import)
 
 
 def define_verbose():
@@ -58,12 +59,6 @@ def fail(message, code):
     message = " ".join(str(message).split())  # one line
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def first_line(e):
-    """The first line of an exception's message (TensorFlow's errors run over several)."""
-    text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
 def run(main):

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from fastbert_tf.weights import (ENCODER_SCOPE, KERNEL_NAMES, check_layer_count, checkpoint_layers, is_training_state,
-                                key)
+                                key, open_checkpoint, read_tensor)
 
 # In the order of tf_ops/common/quant_layout.h (QuantIndex).
 QUANT_ACTIVATIONS = ("qkv_input", "q", "k", "v", "probs", "attention_output_input", "attention_output_gemm",
@@ -80,24 +80,15 @@ def quant_vector(act_amax, kernel_scales, int8_mode, hidden, inter):
 
 def read_int8_encoder(path, num_layer=None):
     """(int8_mode, num_layer, {key: int8 kernel or float vector}, [quant_scales per layer])."""
-    import tensorflow as tf
-    try:
-        reader = tf.train.load_checkpoint(path)
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {str(e).strip().splitlines()[0]}") from None
+    reader, shapes, _ = open_checkpoint(path)
 
     def get(name):
-        try:
-            return reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError, IndexError) as e:
-            raise ValueError(f"checkpoint {path}: variable '{name}' cannot be read ({str(e).strip().splitlines()[0]})"
-                             ": is the .data file truncated?") from None
+        return read_tensor(reader, path, name)
 
     if not reader.has_tensor(INT8_MODE_NAME):
         raise ValueError(f"{path} is not a quantized checkpoint (no {INT8_MODE_NAME}); "
                          "make one with checkpoint_tools/ckpt_quantization.py")
     mode = int(get(INT8_MODE_NAME))
-    shapes = reader.get_variable_to_shape_map()
     if num_layer:
         check_layer_count(shapes, num_layer, f"checkpoint {path}")
     layers = num_layer or checkpoint_layers(shapes)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from fastbert_tf import ops, reference
 from fastbert_tf.encoder import as_dtype
 from fastbert_tf.weights import (CONFIG_ACTIVATIONS, LAYER_WEIGHTS, check_layer_count, checkpoint_layers,
-                                is_training_state, key)
+                                is_training_state, key, open_checkpoint, read_tensor)
 
 # bert_config.json's hidden_act -> FastBertEncoder activation. Google's "gelu" is the tanh form;
 # Hugging Face's "gelu" is the erf form (convert_hf writes it as "gelu_erf").
@@ -229,12 +229,7 @@ def load_checkpoint(path, variables, allow_unused=False, loaded_elsewhere=()):
     loader (int8.load_into_model). Returns the other unused names (task heads, e.g.
     cls/predictions/...; optimizer slots and global_step are not listed).
     """
-    try:
-        reader = tf.train.load_checkpoint(path)
-        shapes = reader.get_variable_to_shape_map()
-        dtypes = reader.get_variable_to_dtype_map()
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    reader, shapes, dtypes = open_checkpoint(path)
     missing = sorted(n for n in variables if n not in shapes)
     if missing:
         raise ValueError(f"checkpoint {path} lacks {len(missing)} variable(s) the model needs, e.g. '{missing[0]}'")
@@ -253,18 +248,8 @@ def load_checkpoint(path, variables, allow_unused=False, loaded_elsewhere=()):
                              f"{v.shape.as_list()}: does bert_config_file match the checkpoint?")
         if dtypes[name] == tf.int8 and v.dtype != tf.int8:
             raise ValueError(f"checkpoint variable '{name}' is int8 (a quantized checkpoint): use int8_mode")
-        try:
-            value = reader.get_tensor(name)
-        except (tf.errors.OpError, IndexError, ValueError) as e:
-            raise ValueError(f"checkpoint {path}: variable '{name}' cannot be read ({_first_line(e)}): is the "
-                             ".data file truncated?") from None
-        v.assign(tf.cast(value, v.dtype))
+        v.assign(tf.cast(read_tensor(reader, path, name), v.dtype))
     return [n for n in unused if not n.startswith("bert/")]
-
-
-def _first_line(e):
-    text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
 def model_variables(model, extra=None):

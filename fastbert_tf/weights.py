@@ -47,6 +47,33 @@ def is_training_state(name):
             or "/LAMB" in name)
 
 
+def first_line(e):
+    """The first line of an exception's message (TensorFlow's run over several)."""
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def open_checkpoint(path):
+    """(reader, {name: shape}, {name: dtype}) of a name-based checkpoint; ValueError naming the
+    path for a missing, truncated or foreign one (TF raises OpError, ValueError or IndexError)."""
+    import tensorflow as tf
+    try:
+        reader = tf.train.load_checkpoint(path)
+        return reader, reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+
+
+def read_tensor(reader, path, name):
+    """One variable of an open checkpoint; ValueError naming it when the .data file is truncated."""
+    import tensorflow as tf
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"checkpoint {path}: variable '{name}' cannot be read ({first_line(e)}): is the "
+                         ".data file truncated?") from None
+
+
 def checkpoint_layers(names):
     """The encoder layer count of a checkpoint's (or model's) variable names: 1 + the largest N of
     'bert/encoder/layer_N/...' (0 when there is none)."""

@@ -11,7 +11,7 @@ from absl import app, flags
 from tqdm import tqdm
 
 from fastbert_tf import int8, modeling
-from fastbert_tf.weights import ENCODER_SCOPE
+from fastbert_tf.weights import ENCODER_SCOPE, open_checkpoint
 
 FLAGS = flags.FLAGS
 
@@ -98,11 +98,7 @@ def restore_inference(path, bert, variables):
 
 def restore_present(path, variables):
     """Before fine-tuning: the variables the checkpoint has (a fresh task head may be missing)."""
-    prefix = resolve_checkpoint(path)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {prefix}: {cli.first_line(e)}") from None
+    reader, _, _ = open_checkpoint(resolve_checkpoint(path))
     return restore(path, {n: v for n, v in variables.items() if reader.has_tensor(n)})
 
 
