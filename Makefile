@@ -60,6 +60,17 @@ $(BUILD)/%.o: %.cc $(HEADERS) $(BUILD)/flags.mk
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
+# The CUTLASS int8 GEMMs (sm90a_*.cu): wgmma exists only for the sm_90a target, and the CUTLASS 3.x
+# headers come from the TF wheel. One tile shape per file (~50 s of nvcc each). TF exports the driver's
+# cuTensorMapEncodeTiled (not the CUDA 12.5+ cudaGetDriverEntryPointByVersion CUTLASS asks for otherwise).
+CUTLASS_INC := $(TF_INCLUDE)/external/cutlass_archive/include
+NVCCFLAGS_SM90A := $(filter-out -gencode=%,$(NVCCFLAGS)) -gencode=arch=compute_90a,code=sm_90a -I$(CUTLASS_INC) \
+              -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL \
+              -Xcompiler -Wno-deprecated-declarations
+$(BUILD)/tf_ops/cuda/sm90a_%.o: tf_ops/cuda/sm90a_%.cu tf_ops/cuda/sm90a_int8_gemm.cuh $(HEADERS) $(BUILD)/flags.mk
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS_SM90A) -c $< -o $@
+
 $(BUILD)/%.o: %.cu $(HEADERS) $(BUILD)/flags.mk
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@

@@ -1,4 +1,5 @@
-"""Side-by-side timing of the BERT encoder: plain TF, TF-XLA, the op, the op with remove_padding.
+"""Side-by-side timing of the BERT encoder: plain TF, TF-XLA, the op, the op with remove_padding,
+and the op's int8 modes (op_int8_1, op_int8_2, each also _rp: with remove_padding).
 
 Two modes (--modes), each timing the variants in turns, --repeats times, median reported:
   passes    --passes encoder passes inside one tf.function, each pass's output feeding the next
@@ -39,7 +40,8 @@ flags.DEFINE_integer("head_num", 12, "Attention heads.")
 flags.DEFINE_integer("size_per_head", 64, "Head size.")
 flags.DEFINE_integer("inter_size", 3072, "Intermediate size.")
 flags.DEFINE_enum("activation", "gelu_tanh", ["gelu_tanh", "gelu"], "Activation.")
-flags.DEFINE_list("variants", ["tf", "xla", "op", "op_rp"], "Which of tf, xla, op, op_rp to time.")
+flags.DEFINE_list("variants", ["tf", "xla", "op", "op_rp"],
+                  "Which of tf, xla, op, op_rp, op_int8_1, op_int8_1_rp, op_int8_2, op_int8_2_rp to time.")
 flags.DEFINE_list("modes", None, "passes and/or per_call (default: passes on the CPU, both on the GPU).")
 flags.DEFINE_list("lengths", ["fixed"], "Traffic: fixed, uniform and/or dataset:PATH (see benchmarks/lengths.py).")
 flags.DEFINE_string("vocab_file", None, "The model's vocab.txt, for --lengths dataset:PATH.")
@@ -51,7 +53,7 @@ flags.DEFINE_bool("warmup", True, "Warm the op variants up (BertEncoder.warmup) 
 flags.DEFINE_string("json", None, "Write the results here as JSON.")
 flags.DEFINE_integer("seed", 0, "Random seed for weights, inputs and lengths.")
 
-VARIANTS = ("tf", "xla", "op", "op_rp")
+VARIANTS = ("tf", "xla", "op", "op_rp", "op_int8_1", "op_int8_1_rp", "op_int8_2", "op_int8_2_rp")
 MODES = ("passes", "per_call")
 
 
@@ -65,13 +67,35 @@ def build_variants(weights, dtype, names):
     def ref(x, lens):
         return fb.reference.bert_encoder(x, lens, variables, n, nh, activation=FLAGS.activation)
 
+    quantized = {}
     for name in names:
+        rp = name.endswith("_rp")
         if name in ("tf", "xla"):
             encoders[name] = ref
+        elif name.startswith("op_int8_"):
+            mode = int(name.split("_")[2])
+            if mode not in quantized:
+                quantized[mode] = quantize_for_timing(weights, mode)
+            qw, quant = quantized[mode]
+            encoders[name] = fb.BertEncoder.from_int8_weights(qw, quant, mode, n, nh, dtype=dtype.name, remove_padding=rp,
+                                                              activation=FLAGS.activation)
         else:
-            encoders[name] = fb.BertEncoder.from_weights(weights, n, nh, dtype=dtype.name, remove_padding=name == "op_rp",
+            encoders[name] = fb.BertEncoder.from_weights(weights, n, nh, dtype=dtype.name, remove_padding=rp,
                                                          activation=FLAGS.activation)
     return encoders
+
+
+def quantize_for_timing(weights, mode):
+    """The random weights quantized, ranges calibrated (max) on one random batch of 4 x 64 on the CPU:
+    realistic scales, so that no value saturates everywhere; the timing does not depend on them."""
+    import numpy as np
+    import tensorflow as tf
+    from checkpoint_tools.quantization import quantize_weights
+    rng = np.random.default_rng(FLAGS.seed + 1)
+    x = rng.standard_normal((4, 64, FLAGS.head_num * FLAGS.size_per_head)).astype(np.float32)
+    with tf.device("/CPU:0"):
+        return quantize_weights(weights, x, np.array([64, 50, 33, 17], np.int32), FLAGS.num_layer, FLAGS.head_num,
+                                mode, activation=FLAGS.activation)
 
 
 def first_call_ms(encoder, x, lens):

@@ -149,3 +149,36 @@ class Calibrator:
         return out
 
 
+
+
+# ---------------------------------------------------------------- float weights in memory
+
+def quantize_weights(weights, x, lens, num_layer, head_num, int8_mode, method="max", activation="gelu_tanh"):
+    """Float encoder weights (fastbert_tf.weights keys) calibrated on one batch x [B, S, H] with
+    lengths lens through the plain-TF reference: (int8 weights with the float vectors, one
+    quant_scales vector per layer), what BertEncoder.from_int8_weights takes. For tests and
+    benchmarks; checkpoints go through ckpt_quantization.py."""
+    import tensorflow as tf
+    from fastbert_tf import int8, reference
+    from fastbert_tf.weights import key
+    lens = np.asarray(lens, np.int32)
+    cal = Calibrator(method)
+    cal.set_mask(np.arange(x.shape[1])[None, :] < lens[:, None])
+    reference.bert_encoder(tf.constant(x, tf.float32), lens, weights, num_layer, head_num, activation=activation,
+                           observer=cal)
+    if method != "max":
+        cal.start_histograms()
+        reference.bert_encoder(tf.constant(x, tf.float32), lens, weights, num_layer, head_num,
+                               activation=activation, observer=cal)
+    acts = cal.ranges()
+    hidden = np.asarray(weights[key(0, "attention/self/query/kernel")]).shape[0]
+    inter = np.asarray(weights[key(0, "intermediate/dense/kernel")]).shape[1]
+    qw, quant = dict(weights), []
+    for layer in range(num_layer):
+        for name in QUANT_ACTIVATIONS:  # a batch without real tokens observes nothing
+            acts.setdefault(layer, {}).setdefault(name, 1.0)
+        scales = {}
+        for name in KERNEL_NAMES:
+            qw[key(layer, name)], scales[name] = quantize_kernel(weights[key(layer, name)], int8_mode)
+        quant.append(int8.quant_vector(acts[layer], scales, int8_mode, hidden, inter))
+    return qw, quant

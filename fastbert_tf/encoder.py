@@ -122,11 +122,22 @@ class BertEncoder(tf.Module):
         mode, layers, weights, scales = int8.read_int8_encoder(path, num_layer)
         if mode != int8_mode:
             raise ValueError(f"{path} was quantized for int8_mode {mode}, not {int8_mode}")
+        return cls.from_int8_weights(weights, scales, int8_mode, num_layer, head_num, dtype, remove_padding,
+                                     activation, layer_norm_eps, q_scaling, name=name)
+
+    @classmethod
+    def from_int8_weights(cls, weights, quant_scales, int8_mode, num_layer, head_num, dtype="float32",
+                          remove_padding=False, activation="gelu_tanh", layer_norm_eps=1e-12, q_scaling=1.0,
+                          name=None):
+        """An int8 encoder from quantized weights (int8 kernels, float vectors; keys as in
+        from_weights) and one quant_scales vector per layer (fastbert_tf.int8.quant_vector), as
+        checkpoint_tools/ckpt_quantization.py writes them."""
         weights, hidden, inter = check_weights(weights, num_layer, head_num)
         tf_dtype = as_dtype(dtype)
         variables = _variables(stack_layers(weights, num_layer, np.int8, tf_dtype.as_numpy_dtype), name)
         with tf.name_scope(name or "bert_encoder"):
-            quant = [tf.Variable(s, trainable=False, name=f"quant_scales_{i}") for i, s in enumerate(scales)]
+            quant = [tf.Variable(np.asarray(s, np.float32), trainable=False, name=f"quant_scales_{i}")
+                     for i, s in enumerate(quant_scales)]
         return cls(variables, num_layer=num_layer, head_num=head_num, hidden=hidden, inter_size=inter,
                    dtype=tf_dtype, remove_padding=remove_padding, activation=activation,
                    layer_norm_eps=layer_norm_eps, q_scaling=q_scaling, int8_mode=int8_mode, quant_scales=quant,

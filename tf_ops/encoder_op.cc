@@ -23,8 +23,8 @@
 #include "tf_ops/common/quant_layout.h"
 #include "tf_ops/cpu/encoder_cpu.h"
 #include "tf_ops/cpu/sgemm.h"
+#include "tf_ops/gpu_glue.h"  // declarations only; defined in CUDA builds
 #if FASTBERT_WITH_CUDA
-#include "tf_ops/gpu_glue.h"
 #endif
 #include "unsupported/Eigen/CXX11/Tensor"
 
@@ -118,7 +118,8 @@ struct EncoderImpl<CPUDevice, T> {
     return ::tensorflow::Status();
   }
   static ::tensorflow::Status Int8(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
-                                   const T* input, const std::vector<LayerWeights<T, int8_t>>& layers, T* output) {
+                                   const T* input, const std::vector<LayerWeights<T, int8_t>>& layers,
+                                   const std::vector<LayerKernelRefs>&, GpuInt8Weights*, T* output) {
     cpu::RunEncoderInt8(ctx->eigen_device<CPUDevice>(), dims, lengths, input, layers, output);
     return ::tensorflow::Status();
   }
@@ -129,19 +130,17 @@ template <typename T>
 struct EncoderImpl<GPUDevice, T> {
   static constexpr bool kWeightsOnHost = false;  // quant_scales' values are in device memory
   static constexpr bool kPrepacksWeights = false;
-  static ::tensorflow::Status Supports(const EncoderDims& dims) {
-    if (dims.int8_mode == 0) return ::tensorflow::Status();
-    return ::tensorflow::errors::Unimplemented("int8_mode ", dims.int8_mode,
-                                               " runs on the CPU only for now (place the op on /CPU:0)");
-  }
+  // The int8 modes' needs (a Hopper GPU, shapes) depend on the device: RunEncoderInt8OnGpu says.
+  static ::tensorflow::Status Supports(const EncoderDims&) { return ::tensorflow::Status(); }
   static ::tensorflow::Status Float(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
                                     const T* input, const std::vector<LayerWeights<T, T>>& layers,
                                     const std::vector<cpu::PackedLayer>&, T* output) {
     return RunEncoderOnGpu(ctx, dims, lengths, input, layers, output);
   }
-  static ::tensorflow::Status Int8(OpKernelContext*, const EncoderDims& dims, const int32_t*, const T*,
-                                   const std::vector<LayerWeights<T, int8_t>>&, T*) {
-    return Supports(dims);  // not reached: Compute asks Supports first
+  static ::tensorflow::Status Int8(OpKernelContext* ctx, const EncoderDims& dims, const int32_t* lengths,
+                                   const T* input, const std::vector<LayerWeights<T, int8_t>>& layers,
+                                   const std::vector<LayerKernelRefs>& kernels, GpuInt8Weights* cache, T* output) {
+    return RunEncoderInt8OnGpu(ctx, dims, lengths, input, layers, kernels, cache, output);
   }
 };
 #endif
@@ -227,8 +226,11 @@ class FastBertEncoderOp : public OpKernel {
       OP_REQUIRES_OK(ctx, Impl::Float(ctx, dims, lengths, hidden.flat<T>().data(), layers, packed,
                                       output->flat<T>().data()));
     } else {
-      OP_REQUIRES_OK(ctx, Impl::Int8(ctx, dims, lengths, hidden.flat<T>().data(),
-                                     Pointers<int8_t>(held, dims.num_layer), output->flat<T>().data()));
+      const std::vector<LayerWeights<T, int8_t>> layers = Pointers<int8_t>(held, dims.num_layer);
+      std::vector<LayerKernelRefs> kernels;  // GPU only: what its kernel relayouts are cached by
+      if (!Impl::kWeightsOnHost) kernels = KernelRefs(held, layers);
+      OP_REQUIRES_OK(ctx, Impl::Int8(ctx, dims, lengths, hidden.flat<T>().data(), layers, kernels,
+                                     gpu_int8_.get(), output->flat<T>().data()));
     }
   }
 
@@ -239,6 +241,7 @@ class FastBertEncoderOp : public OpKernel {
     std::vector<char> stable[kNumWeightLists];  // per tensor, from ResolveWeight
     bool stacked[kNumWeightLists];
     std::vector<Tensor> quant;  // int8 modes: one float vector per layer (quant_layout.h)
+    std::vector<char> quant_stable;
   };
 
   ::tensorflow::Status CollectWeights(OpKernelContext* ctx, const EncoderDims& dims, Weights* w) {
@@ -289,15 +292,18 @@ class FastBertEncoderOp : public OpKernel {
       TF_RETURN_IF_ERROR(ctx->input_list("quant_scales", &quant));
       const int64_t want = QuantLayout(dims.int8_mode, H, I).total;
       w->quant.resize(quant.size());
+      w->quant_stable.assign(quant.size(), 0);
       for (int l = 0; l < quant.size(); ++l) {
-        TF_RETURN_IF_ERROR(ResolveWeight(ctx, quant[l], "quant_scales", l, &w->quant[l]));
+        bool stable = false;
+        TF_RETURN_IF_ERROR(ResolveWeight(ctx, quant[l], "quant_scales", l, &w->quant[l], &stable));
+        w->quant_stable[l] = stable;
         const Tensor& q = w->quant[l];
         if (q.dtype() != ::tensorflow::DT_FLOAT || q.shape() != TensorShape({want})) {
           return InvalidArgument("quant_scales[", l, "] must be float32 [", want, "] for int8_mode ", dims.int8_mode,
                                  " (hidden ", H, ", inter_size ", I, "), got ", DataTypeString(q.dtype()), " ",
                                  q.shape().DebugString());
         }
-        if (!EncoderImpl<Device, T>::kWeightsOnHost) continue;  // values are on the device
+        if (!EncoderImpl<Device, T>::kWeightsOnHost) continue;  // on the device: RunEncoderInt8OnGpu checks
         const float* v = q.template flat<float>().data();
         for (int64_t i = 0; i < want; ++i) {
           if (!(std::isfinite(v[i]) && v[i] > 0.0f)) {
@@ -322,6 +328,25 @@ class FastBertEncoderOp : public OpKernel {
       layers[l].quant = w.quant.empty() ? nullptr : w.quant[l].template flat<float>().data();
     }
     return layers;
+  }
+
+  static std::vector<LayerKernelRefs> KernelRefs(const Weights& w, const std::vector<LayerWeights<T, int8_t>>& layers) {
+    std::vector<LayerKernelRefs> out(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const LayerWeights<T, int8_t>& lw = layers[l];
+      const std::pair<int, const int8_t*> k[6] = {{kWeight_q_kernel, lw.q_kernel},
+                                                  {kWeight_k_kernel, lw.k_kernel},
+                                                  {kWeight_v_kernel, lw.v_kernel},
+                                                  {kWeight_attn_out_kernel, lw.attn_out_kernel},
+                                                  {kWeight_inter_kernel, lw.inter_kernel},
+                                                  {kWeight_out_kernel, lw.out_kernel}};
+      for (int j = 0; j < 6; ++j) {
+        const int list = k[j].first, t = w.stacked[list] ? 0 : static_cast<int>(l);
+        out[l].kernels[j] = KernelRef{&w.tensors[list][t], k[j].second, w.stable[list][t] != 0};
+      }
+      out[l].quant = KernelRef{&w.quant[l], lw.quant, w.quant_stable[l] != 0};
+    }
+    return out;
   }
 
   // CPU kernels that take prepacked weights (AMX: each weight split into three bf16 parts) get
@@ -372,6 +397,12 @@ class FastBertEncoderOp : public OpKernel {
   // UsePackedWeights' cache: [weight list * num_layer + layer] (kernels only).
   std::mutex cache_mu_;
   std::vector<std::shared_ptr<PackedSource>> cache_;
+  // GPU int8 modes: the kernels' relayouts (gpu_glue.h).
+#if FASTBERT_WITH_CUDA
+  std::shared_ptr<GpuInt8Weights> gpu_int8_ = EncoderImpl<Device, T>::kWeightsOnHost ? nullptr : NewGpuInt8Weights();
+#else
+  std::shared_ptr<GpuInt8Weights> gpu_int8_;
+#endif
 };
 
 // Kernels and vectors: tensors of T (float modes), int8 kernels (int8 modes), or resource

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "tf_ops/cuda/cuda_types.cuh"
+#include "tf_ops/common/quant_layout.h"
 #include "tf_ops/cuda/kernels.h"
 
 namespace fastbert {
@@ -96,8 +97,62 @@ __device__ __forceinline__ void ZeroRows(T* out, int64_t ld, int from, int to, i
     out[int64_t{from + i / d} * ld + i % d] = FromFloat<T>(0.0f);
   }
 }
+__device__ __forceinline__ void ZeroRows(int8_t* out, int64_t ld, int from, int to, int d) {
+  for (int i = threadIdx.x; i < (to - from) * d; i += blockDim.x) out[int64_t{from + i / d} * ld + i % d] = 0;
+}
 
-template <typename T, int D>
+// Where a head's output goes: `out` of T, or int8 rounded with inv_scale (the int8 modes).
+template <typename T>
+struct HeadOutput {
+  T* out;
+  int8_t* out_int8;
+  float inv_scale;
+  __device__ void Zero(int64_t ld, int from, int to, int d) const {
+    if (out_int8 != nullptr) {
+      ZeroRows(out_int8, ld, from, to, d);
+    } else {
+      ZeroRows(out, ld, from, to, d);
+    }
+  }
+  __device__ void Store(int64_t off, float v) const {
+    if (out_int8 != nullptr) {
+      out_int8[off] = QuantizeInt8Dev(v, inv_scale);
+    } else {
+      out[off] = FromFloat<T>(v);
+    }
+  }
+  __device__ void StoreTwo(int64_t off, float a, float b) const;  // off even
+};
+template <typename T>
+__device__ void HeadOutput<T>::StoreTwo(int64_t off, float a, float b) const {
+  if (out_int8 != nullptr) {
+    const int8_t two[2] = {QuantizeInt8Dev(a, inv_scale), QuantizeInt8Dev(b, inv_scale)};
+    *reinterpret_cast<int16_t*>(out_int8 + off) = *reinterpret_cast<const int16_t*>(two);
+  } else if constexpr (std::is_same<T, float>::value) {
+    out[off] = a;
+    out[off + 1] = b;
+  } else {
+    *reinterpret_cast<uint32_t*>(out + off) = PackTwo<T>(a, b);
+  }
+}
+
+template <typename T>
+__device__ HeadOutput<T> MakeHeadOutput(const AttentionParams& p, int64_t offset) {
+  HeadOutput<T> o;
+  o.out = static_cast<T*>(p.out) + offset;
+  o.out_int8 = p.out_int8 != nullptr ? p.out_int8 + offset : nullptr;
+  o.inv_scale = p.out_int8 != nullptr ? 1.0f / *p.out_scale : 0.0f;
+  return o;
+}
+
+template <typename T>
+__device__ __forceinline__ float BiasAt(const void* bias, int64_t i) {
+  return bias != nullptr ? ToFloat(static_cast<const T*>(bias)[i]) : 0.0f;
+}
+
+// kInt8: mode 2 (AttentionParams::int8_scales): a first pass over the keys finds each row's max and
+// sum, the second rounds the probabilities to int8 and accumulates P.V exactly.
+template <typename T, int D, bool kInt8>
 __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const AttentionParams p) {
   constexpr int LDS = TcSmemStride<D>();
   constexpr int VEC = 8;  // elements per 16-byte chunk
@@ -114,25 +169,25 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
   const T* q = static_cast<const T*>(p.q) + start * ld + h * D;
   const T* k = static_cast<const T*>(p.k) + start * ld + h * D;
   const T* v = static_cast<const T*>(p.v) + start * ld + h * D;
-  T* out = static_cast<T*>(p.out) + start * ld + h * D;
-  if (p.cu_seqlens == nullptr) {
-    ZeroRows(out, ld, max(m0, len), min(m0 + kTcRows, p.padded_seq_len), D);
-  }
+  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * ld + h * D);
+  if (p.cu_seqlens == nullptr) out.Zero(ld, max(m0, len), min(m0 + kTcRows, p.padded_seq_len), D);
   if (m0 >= len) return;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
   // Q tile + bias (rows past the sequence are zeros; their outputs are never written).
-  const T* qb = static_cast<const T*>(p.q_bias) + h * D;
+  const T* qb = p.q_bias != nullptr ? static_cast<const T*>(p.q_bias) + h * D : nullptr;
   for (int i = tid; i < kTcRows * CHUNKS; i += kTcThreads) {
     const int r = i / CHUNKS, c = (i % CHUNKS) * VEC;
     uint4 raw = make_uint4(0, 0, 0, 0);
     if (m0 + r < len) {
       raw = *reinterpret_cast<const uint4*>(q + int64_t{m0 + r} * ld + c);
-      const uint4 braw = *reinterpret_cast<const uint4*>(qb + c);
-      T* x = reinterpret_cast<T*>(&raw);
-      const T* bb = reinterpret_cast<const T*>(&braw);
+      if (qb != nullptr) {
+        const uint4 braw = *reinterpret_cast<const uint4*>(qb + c);
+        T* x = reinterpret_cast<T*>(&raw);
+        const T* bb = reinterpret_cast<const T*>(&braw);
 #pragma unroll
-      for (int e = 0; e < VEC; ++e) x[e] = FromFloat<T>(ToFloat(x[e]) + ToFloat(bb[e]));
+        for (int e = 0; e < VEC; ++e) x[e] = FromFloat<T>(ToFloat(x[e]) + ToFloat(bb[e]));
+      }
     }
     *reinterpret_cast<uint4*>(q_s + r * LDS + c) = raw;
   }
@@ -165,8 +220,26 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};  // this thread's share; reduced over the quad at the end
-  const float scale_log2 = p.scale * kLog2e;
+  float scale_log2 = p.scale * kLog2e;
+  float inv_probs = 0.0f, inv_sum[2] = {0.0f, 0.0f};
+  if (kInt8) {
+    scale_log2 = __fmul_rn(p.int8_scales[kQ], p.int8_scales[kK]) * p.scale * kLog2e;
+    inv_probs = 1.0f / p.int8_scales[kProbs];
+  }
 
+  // kInt8: pass 0 finds row max and sum (no P.V), pass 1 accumulates the rounded P.V.
+  for (int pass = kInt8 ? 0 : 1; pass < 2; ++pass) {
+  if (kInt8 && pass == 1) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      inv_sum[r] = 1.0f / l;
+    }
+    load_kv(0, 0);
+    CpAsyncCommit();
+  }
   for (int tile = 0; tile < tiles; ++tile) {
     const int buf = tile & 1;
     if (tile + 1 < tiles) load_kv(tile + 1, buf ^ 1);
@@ -202,6 +275,17 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
       }
     }
+    if (kInt8 && pass == 1) {
+      // The probabilities of the full softmax, rounded to int8 (integers in T's P fragments).
+#pragma unroll
+      for (int nt = 0; nt < kTcKeys / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float prob = exp2f(s[nt][e] - row_max[e >> 1]) * inv_sum[e >> 1];
+          s[nt][e] = static_cast<float>(QuantizeInt8Dev(prob, inv_probs));
+        }
+      }
+    } else {
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -227,6 +311,11 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
       o[i][2] *= alpha[1];
       o[i][3] *= alpha[1];
     }
+    }
+    if (kInt8 && pass == 0) {
+      __syncthreads();  // everyone is done with this buffer before it is refilled
+      continue;
+    }
 
     // O += P V: the score accumulators are already the A fragments of P.
 #pragma unroll
@@ -244,11 +333,15 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
     }
     __syncthreads();  // everyone is done with this buffer before it is refilled
   }
+  }  // pass
 
-  const T* vbias = static_cast<const T*>(p.v_bias) + h * D;
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
+    if (kInt8) {  // integer sums of int8 probabilities times int8 values
+      inv[r] = __fmul_rn(p.int8_scales[kProbs], p.int8_scales[kV]);
+      continue;
+    }
     float l = row_sum[r];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
@@ -258,13 +351,12 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
 #pragma unroll
   for (int dt = 0; dt < D / 8; ++dt) {
     const int col = dt * 8 + 2 * (lane & 3);
-    const float b0 = ToFloat(vbias[col]), b1 = ToFloat(vbias[col + 1]);
+    const float b0 = BiasAt<T>(p.v_bias, h * D + col), b1 = BiasAt<T>(p.v_bias, h * D + col + 1);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
       if (row < len) {
-        *reinterpret_cast<uint32_t*>(out + int64_t{row} * ld + col) =
-            PackTwo<T>(o[dt][2 * r] * inv[r] + b0, o[dt][2 * r + 1] * inv[r] + b1);
+        out.StoreTwo(int64_t{row} * ld + col, o[dt][2 * r] * inv[r] + b0, o[dt][2 * r + 1] * inv[r] + b1);
       }
     }
   }
@@ -295,17 +387,18 @@ __global__ void __launch_bounds__(kSimtThreads) SimtAttentionKernel(const Attent
   const T* q = static_cast<const T*>(p.q) + start * ld + int64_t{h} * D;
   const T* k = static_cast<const T*>(p.k) + start * ld + int64_t{h} * D;
   const T* v = static_cast<const T*>(p.v) + start * ld + int64_t{h} * D;
-  T* out = static_cast<T*>(p.out) + start * ld + int64_t{h} * D;
-  if (p.cu_seqlens == nullptr) ZeroRows(out, ld, max(m0, len), min(m0 + kSimtRows, p.padded_seq_len), D);
+  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * ld + int64_t{h} * D);
+  if (p.cu_seqlens == nullptr) out.Zero(ld, max(m0, len), min(m0 + kSimtRows, p.padded_seq_len), D);
   if (m0 >= len) return;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const T* qb = static_cast<const T*>(p.q_bias) + int64_t{h} * D;
   const float scale_log2 = p.scale * kLog2e;
   for (int i = tid; i < kSimtRows * D; i += kSimtThreads) {
     const int r = i / D, c = i % D;
     // Rounded to T after the bias, as the tensor-core path and the GEMM epilogues do.
-    q_s[i] = m0 + r < len ? ToFloat(FromFloat<T>(ToFloat(q[int64_t{m0 + r} * ld + c]) + ToFloat(qb[c]))) * scale_log2
-                          : 0.0f;
+    q_s[i] = m0 + r < len
+                 ? ToFloat(FromFloat<T>(ToFloat(q[int64_t{m0 + r} * ld + c]) + BiasAt<T>(p.q_bias, int64_t{h} * D + c))) *
+                       scale_log2
+                 : 0.0f;
   }
   float row_max[4], row_sum[4], o[4][kSimtMaxPerLane];
 #pragma unroll
@@ -351,7 +444,6 @@ __global__ void __launch_bounds__(kSimtThreads) SimtAttentionKernel(const Attent
       }
     }
   }
-  const T* vbias = static_cast<const T*>(p.v_bias) + int64_t{h} * D;
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const int row = m0 + warp * 4 + r;
@@ -360,7 +452,7 @@ __global__ void __launch_bounds__(kSimtThreads) SimtAttentionKernel(const Attent
 #pragma unroll
     for (int i = 0; i < kSimtMaxPerLane; ++i) {
       const int c = lane + 32 * i;
-      if (c < D) out[int64_t{row} * ld + c] = FromFloat<T>(o[r][i] * inv + ToFloat(vbias[c]));
+      if (c < D) out.Store(int64_t{row} * ld + c, o[r][i] * inv + BiasAt<T>(p.v_bias, int64_t{h} * D + c));
     }
   }
 }
@@ -395,6 +487,21 @@ bool TensorCoreEligible(const AttentionParams& p) {
 cudaError_t Attention(const AttentionParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.seq_len_max == 0) return cudaSuccess;
   if (p.size_per_head < 2 || p.size_per_head > kMaxGpuHeadSize || p.size_per_head % 2) return cudaErrorInvalidValue;
+  if (p.int8_scales != nullptr) {  // mode 2: float16 planes of int8 values
+    if (p.dtype != DType::kFloat16 || !TensorCoreEligible<__half>(p)) return cudaErrorInvalidValue;
+    const dim3 grid(CeilDiv(p.seq_len_max, kTcRows), p.head_num, p.batch);
+    switch (p.size_per_head) {
+      case 32:
+        return LaunchWithSmem(TensorCoreAttentionKernel<__half, 32, true>, grid, kTcThreads, TcSmemBytes<32>(), p,
+                              stream);
+      case 64:
+        return LaunchWithSmem(TensorCoreAttentionKernel<__half, 64, true>, grid, kTcThreads, TcSmemBytes<64>(), p,
+                              stream);
+      default:
+        return LaunchWithSmem(TensorCoreAttentionKernel<__half, 128, true>, grid, kTcThreads, TcSmemBytes<128>(),
+                              p, stream);
+    }
+  }
   return DispatchDType(p.dtype, [&](auto t) -> cudaError_t {
     using T = decltype(t);
     if (TensorCoreEligible<T>(p)) {
@@ -402,11 +509,11 @@ cudaError_t Attention(const AttentionParams& p, cudaStream_t stream) {
       if constexpr (!std::is_same<T, float>::value) {
         switch (p.size_per_head) {
           case 32:
-            return LaunchWithSmem(TensorCoreAttentionKernel<T, 32>, grid, kTcThreads, TcSmemBytes<32>(), p, stream);
+            return LaunchWithSmem(TensorCoreAttentionKernel<T, 32, false>, grid, kTcThreads, TcSmemBytes<32>(), p, stream);
           case 64:
-            return LaunchWithSmem(TensorCoreAttentionKernel<T, 64>, grid, kTcThreads, TcSmemBytes<64>(), p, stream);
+            return LaunchWithSmem(TensorCoreAttentionKernel<T, 64, false>, grid, kTcThreads, TcSmemBytes<64>(), p, stream);
           default:
-            return LaunchWithSmem(TensorCoreAttentionKernel<T, 128>, grid, kTcThreads, TcSmemBytes<128>(), p,
+            return LaunchWithSmem(TensorCoreAttentionKernel<T, 128, false>, grid, kTcThreads, TcSmemBytes<128>(), p,
                                   stream);
         }
       }

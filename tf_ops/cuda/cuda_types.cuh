@@ -75,6 +75,13 @@ __device__ __forceinline__ T* Resolve(DeviceAddress a) {
   return static_cast<T*>(const_cast<void*>(a.slot != nullptr ? *a.slot : a.ptr));
 }
 
+// quant_layout.h's QuantizeInt8 on the device: round half to even of x * inv_scale (one float32
+// product, never fused into a neighbouring add), clamped to [-127, 127].
+__device__ __forceinline__ int8_t QuantizeInt8Dev(float x, float inv_scale) {
+  const float r = rintf(__fmul_rn(x, inv_scale));
+  return static_cast<int8_t>(fminf(fmaxf(r, -127.0f), 127.0f));
+}
+
 inline unsigned CeilDiv(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 }  // namespace cuda

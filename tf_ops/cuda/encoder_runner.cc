@@ -4,63 +4,25 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 #include "tf_ops/common/row_buckets.h"
 #include "tf_ops/cuda/gemm_plans.h"
 #include "tf_ops/cuda/graph_cache.h"
+#include "tf_ops/cuda/int8_kernels.h"
+#include "tf_ops/cuda/runner_state.h"
 
 namespace fastbert {
 namespace cuda {
-namespace {
-
-size_t ElementSize(DType t) { return t == DType::kFloat32 ? 4 : 2; }
-
-constexpr size_t kAlign = 256;
-size_t AlignUp(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // what cuBLASLt's Hopper kernels ask for at most
-constexpr size_t kBlasWorkspaceBytes = size_t{4} << 20;
-
-// Carves the scratch in a fixed order; on a null base it only adds up the sizes.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
-  void* Take(size_t bytes) {
-    void* p = base_ ? base_ + offset_ : nullptr;
-    offset_ += AlignUp(bytes);
-    return p;
-  }
-  size_t used() const { return offset_; }
-
- private:
-  char* base_;
-  size_t offset_ = 0;
-};
-
-struct Buffers {
-  // Uploaded from the host every call (the leading staging_bytes): what differs between calls
-  // that replay one graph.
-  int32_t* seq_len;       // [B]
-  int32_t* cu_seqlens;    // [B + 1]
-  const void** io;        // [0] the input tensor, [1] the output tensor
-  const void** qkv_ptrs;  // per layer: 3 weight, 3 input, 3 output pointers (cublasGemmBatchedEx)
-  size_t staging_bytes;
-  void* x;    // [rows, H]: layer input/output
-  void* qkv;  // [3][rows][H]
-  void* ctx;
-  void* tmp;
-  void* x1;
-  void* inter;
-  void* lt_ws;
-  void* blas_ws;  // cuBLAS's own workspace, given explicitly so that captures allocate nothing
-  size_t total_bytes;
-};
-
 Buffers Carve(const EncoderDims& d, int64_t rows, DType dtype, void* base) {
   Carver c(base);
   Buffers b;
   const size_t es = ElementSize(dtype);
-  const size_t h = static_cast<size_t>(rows) * d.hidden * es;
+  const size_t r = static_cast<size_t>(rows), h = r * d.hidden * es;
   b.seq_len = static_cast<int32_t*>(c.Take(sizeof(int32_t) * d.batch));
   b.cu_seqlens = static_cast<int32_t*>(c.Take(sizeof(int32_t) * (d.batch + 1)));
   b.io = static_cast<const void**>(c.Take(sizeof(void*) * 2));
@@ -68,26 +30,26 @@ Buffers Carve(const EncoderDims& d, int64_t rows, DType dtype, void* base) {
   b.staging_bytes = c.used();
   b.x = c.Take(h);
   b.qkv = c.Take(3 * h);
-  b.ctx = c.Take(h);
-  b.tmp = c.Take(h);
   b.x1 = c.Take(h);
-  b.inter = c.Take(static_cast<size_t>(rows) * d.inter_size * es);
-  b.lt_ws = c.Take(kLtWorkspaceBytes);
-  b.blas_ws = c.Take(kBlasWorkspaceBytes);
+  if (d.int8_mode == 0) {
+    b.ctx = c.Take(h);
+    b.tmp = c.Take(h);
+    b.inter = c.Take(r * d.inter_size * es);
+    b.lt_ws = c.Take(kLtWorkspaceBytes);
+    b.blas_ws = c.Take(kBlasWorkspaceBytes);
+  } else {
+    b.x8 = static_cast<int8_t*>(c.Take(r * d.hidden));
+    b.ctx8 = static_cast<int8_t*>(c.Take(r * d.hidden));
+    b.x1_8 = static_cast<int8_t*>(c.Take(r * d.hidden));
+    b.inter8 = static_cast<int8_t*>(c.Take(r * d.inter_size));
+    b.acc = static_cast<int32_t*>(c.Take(sizeof(int32_t) * r * std::max(3 * d.hidden, d.inter_size)));
+    b.gemm_ws = c.Take(kInt8GemmWorkspaceBytes);
+  }
   b.total_bytes = c.used();
   return b;
 }
 
-// Everything the layers need, fixed before they are enqueued (or captured).
-struct Call {
-  const EncoderDims* d;
-  DType dtype;
-  const void* input;   // this call's tensors: kernels read them from buf.io
-  void* output;
-  const std::vector<LayerWeights<void, void>>* layers;
-  Buffers buf;
-  int64_t rows;
-};
+namespace {
 
 // Enqueues the whole encoder on `stream` (TF's stream, or the capture stream).
 Status Enqueue(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTimer* timer) {
@@ -103,6 +65,7 @@ Status Enqueue(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTimer* 
   auto mark = [&](const char* stage) {
     if (timer) timer->Mark(stage, stream);
   };
+  if (d.int8_mode != 0) return EnqueueInt8(ctx, c, stream, timer);
   if (d.remove_padding) {
     FB_CUDA("PackRows", PackRows(input, buf.cu_seqlens, B, S, rows, int64_t{H} * es, buf.x, stream));
     mark("pack");
@@ -207,6 +170,68 @@ Status Capture(GpuContext* ctx, const Call& c, cudaGraph_t* graph) {
   return st;
 }
 
+// FASTBERT_STAGE_TIMES=1: every call launches directly with an event after each stage, waits, and
+// adds the stage times up per (dims, dtype, mode) key; the totals go to stderr at exit (a
+// per-stage kernel-time breakdown without a profiler; it serializes the host with the device, so
+// it is for breakdowns only, never for timing whole calls).
+class EventStageTimer : public StageTimer {
+ public:
+  void Mark(const char* stage, cudaStream_t stream) override {
+    cudaEvent_t e;
+    if (cudaEventCreate(&e) != cudaSuccess) return;
+    cudaEventRecord(e, stream);
+    marks_.push_back({stage, e});
+  }
+  // Waits for the call, then adds its stage times to the report of `key`.
+  void Finish(cudaStream_t stream, cudaEvent_t start, const std::string& key) {
+    cudaEventSynchronize(marks_.empty() ? start : marks_.back().second);
+    cudaEvent_t prev = start;
+    auto& totals = Report()[key];
+    for (const auto& m : marks_) {
+      float ms = 0.0f;
+      cudaEventElapsedTime(&ms, prev, m.second);
+      auto& t = totals[m.first];
+      t.first += ms;
+      t.second += 1;
+      prev = m.second;
+    }
+    totals["(calls)"].second += 1;
+    for (const auto& m : marks_) cudaEventDestroy(m.second);
+    marks_.clear();
+  }
+  static bool Enabled() {
+    static const bool on = [] {
+      const char* env = std::getenv("FASTBERT_STAGE_TIMES");
+      if (env == nullptr || std::strcmp(env, "1") != 0) return false;
+      std::atexit(Print);
+      return true;
+    }();
+    return on;
+  }
+
+ private:
+  using Totals = std::map<std::string, std::pair<double, int64_t>>;  // stage -> (ms, marks)
+  static std::map<std::string, Totals>& Report() {
+    static auto* r = new std::map<std::string, Totals>();
+    return *r;
+  }
+  static void Print() {
+    for (const auto& [key, totals] : Report()) {
+      const int64_t calls = std::max<int64_t>(1, totals.at("(calls)").second);
+      double all = 0.0;
+      for (const auto& [stage, t] : totals) all += t.first;
+      std::fprintf(stderr, "fastbert stage times %s: %lld calls, %.3f ms per call\n", key.c_str(),
+                   static_cast<long long>(calls), all / calls);
+      for (const auto& [stage, t] : totals) {
+        if (stage == "(calls)") continue;
+        std::fprintf(stderr, "  %-16s %8.3f ms per call  %5.1f%%\n", stage.c_str(), t.first / calls,
+                     100.0 * t.first / all);
+      }
+    }
+  }
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+};
+
 int64_t FloatBits(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof(bits));
@@ -229,6 +254,7 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& dims, DType dtype, const i
   std::lock_guard<std::mutex> lock(ctx->mu);
   cudaStream_t stream = ctx->stream();
   FB_CUDA("cudaSetDevice", cudaSetDevice(ctx->device()));
+  if (dims.int8_mode != 0) FB_OK(Int8Supported(ctx->device(), dims, dtype));
   EncoderDims d = dims;
   const int B = d.batch, S = d.seq_len, H = d.hidden;
   const size_t es = ElementSize(dtype);
@@ -273,17 +299,48 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& dims, DType dtype, const i
   }
   FB_OK(ctx->Upload(staging.data(), staging.size(), base));
 
+  if (timer == nullptr && EventStageTimer::Enabled()) {
+    EventStageTimer stages;
+    cudaEvent_t start;
+    FB_CUDA("cudaEventCreate", cudaEventCreate(&start));
+    FB_CUDA("cudaEventRecord", cudaEventRecord(start, stream));
+    const Status st = Enqueue(ctx, c, stream, &stages);
+    char key[160];
+    std::snprintf(key, sizeof(key), "B=%d S=%d H=%d L=%d dtype=%d int8_mode=%d rows=%lld rp=%d", B, S, H, d.num_layer,
+                  static_cast<int>(dtype), d.int8_mode, static_cast<long long>(c.rows), d.remove_padding ? 1 : 0);
+    if (st.ok()) stages.Finish(stream, start, key);
+    cudaEventDestroy(start);
+    return st;
+  }
   if (timer != nullptr || !GraphsEnabled()) return Enqueue(ctx, c, stream, timer);
   // The kernels choose their vector widths from the tensors' alignment at capture time.
   const bool aligned = ((reinterpret_cast<uintptr_t>(input) | reinterpret_cast<uintptr_t>(output)) % 16) == 0;
   const GraphCache::Key key = {B, S, d.head_num, d.size_per_head, d.inter_size, d.num_layer, d.remove_padding,
                                static_cast<int>(d.activation), FloatBits(d.layer_norm_eps), FloatBits(d.q_scaling),
-                               static_cast<int>(dtype), c.rows, aligned};
+                               static_cast<int>(dtype), c.rows, aligned, d.int8_mode};
   GraphCache::Addresses addresses = {reinterpret_cast<const void*>(static_cast<uintptr_t>(generation)), base};
-  for (const auto& w : layers) w.ForEach([&](int, const void* p) { addresses.push_back(p); });
+  for (const auto& w : layers) {
+    w.ForEach([&](int, const void* p) { addresses.push_back(p); });
+    addresses.push_back(w.quant);
+  }
   return ctx->graphs()->Run(
       key, addresses, [&](cudaGraph_t* graph) { return Capture(ctx, c, graph); },
       [&] { return Enqueue(ctx, c, stream, nullptr); }, stream);
+}
+
+Status TransposeInt8OnStream(GpuContext* ctx, const int8_t* src, int64_t rows, int64_t cols, int8_t* dst) {
+  std::lock_guard<std::mutex> lock(ctx->mu);
+  FB_CUDA("cudaSetDevice", cudaSetDevice(ctx->device()));
+  FB_CUDA("TransposeInt8", TransposeInt8(src, rows, cols, dst, ctx->stream()));
+  return Status::Ok();
+}
+
+Status DownloadToHost(GpuContext* ctx, const void* dev, size_t bytes, void* host) {
+  std::lock_guard<std::mutex> lock(ctx->mu);
+  FB_CUDA("cudaSetDevice", cudaSetDevice(ctx->device()));
+  FB_CUDA("cudaMemcpyAsync", cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream()));
+  FB_CUDA("cudaStreamSynchronize", cudaStreamSynchronize(ctx->stream()));
+  return Status::Ok();
 }
 
 size_t PaddingWorkspaceBytes(int batch) { return AlignUp(sizeof(int32_t) * (batch + 1)); }

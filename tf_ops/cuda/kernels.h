@@ -48,6 +48,15 @@ cudaError_t AddBiasActivation(DType dtype, void* x, const void* bias, Activation
 // Sequence b's rows start at cu_seqlens[b] (packed) or b * seq_len (cu_seqlens == nullptr,
 // padded; rows at or past the length get zeros in out). The key bias is not needed (it shifts
 // every score of a query row equally, which softmax ignores); the value bias is added to the output.
+// Null biases are zeros.
+//
+// The int8 modes (quant_layout.h): with out_int8 the output is rounded to int8 with *out_scale
+// and written there instead of `out`. With int8_scales (mode 2; float16, head sizes 32/64/128)
+// q, k and v hold int8 values as float16 (exact), the scores are Q.K^T * scale_q * scale_k * scale
+// (integer products, exact in the float32 accumulators), the probabilities are rounded to int8 with
+// scale_probs after the full softmax (a second pass over the keys), and the output is
+// P.V * scale_probs * scale_v (exact integer sums up to 2^24: S <= 1040 at head size 64) -- the CPU
+// int8 path's AttentionInt8.
 struct AttentionParams {
   DType dtype;
   const void* q;
@@ -65,7 +74,14 @@ struct AttentionParams {
   int head_num;
   int size_per_head;
   float scale;  // 1 / (sqrt(size_per_head) * q_scaling)
+  int8_t* out_int8 = nullptr;
+  const float* out_scale = nullptr;    // device
+  const float* int8_scales = nullptr;  // device: the layer's quant_scales
 };
+// Whether the int8 attention (int8_scales set) supports this head size.
+inline bool Int8AttentionSupports(int size_per_head) {
+  return size_per_head == 32 || size_per_head == 64 || size_per_head == 128;
+}
 cudaError_t Attention(const AttentionParams& p, cudaStream_t stream);
 
 // Largest size_per_head the GPU attention supports.
