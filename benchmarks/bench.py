@@ -209,6 +209,8 @@ def write_json(results, first_calls, modes, passes, calls, sources, cpu_kernel, 
                 "loop": "passes: xla a compiled tf.while_loop, tf/op/op_rp unrolled in one tf.function; "
                         "per_call: a one-pass tf.function called back to back",
                 "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "cpu_gemm_kernel": cpu_kernel,
+                # float32 GEMMs of TF, XLA and the op on a GPU: TF32 while this is on (TF's default)
+                "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
                 "tensorflow": tf.__version__, "build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()
                                                         if k in ("cuda_version", "cudnn_version")},
                 "driver": gpu_driver() if gpu else None, "cpu_count": os.cpu_count(),

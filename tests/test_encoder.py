@@ -57,6 +57,41 @@ def check(device, case, dtype, seed, q_scaling=1.0, eps=1e-12):
     return outs, weights, x, lens
 
 
+TF32_TOL = 3e-3  # TF32 rounds GEMM inputs to 10 mantissa bits (as float16 does); the rest is float32
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", CASES[:8], ids=str)
+def test_float32_gpu_follows_tensorflow_tf32_switch(case):
+    """With TensorFlow's TF32 switch on, the op's float32 GEMMs run in TF32: within TF32 accuracy of
+    float64, and measurably different from the same call with the switch off (so the switch is read)."""
+    batch, seq_len, heads, size, layers, act = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    hidden = heads * size
+    weights = random_weights(rng, layers, hidden, 4 * hidden)
+    x = rng.standard_normal((batch, seq_len, hidden)).astype(np.float32)
+    lens = random_lengths(rng, batch, seq_len)
+    ref = reference(x.astype(np.float64), lens, {k: v.astype(np.float64) for k, v in weights.items()}, layers,
+                    heads, act)
+    outs = {}
+    try:
+        for tf32 in (True, False):
+            tf.config.experimental.enable_tensor_float_32_execution(tf32)
+            for rp in (False, True):
+                outs[tf32, rp] = run_op("/GPU:0", weights, x, lens, layers, heads, "float32", remove_padding=rp,
+                                        activation=act)
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    for rp in (False, True):
+        assert padded_rows_are_zero(outs[True, rp], lens)
+        err32, err_tf32 = rel_err(outs[False, rp], ref), rel_err(outs[True, rp], ref)
+        assert err32 < TOL["float32"], f"TF32 off, remove_padding={rp}: {err32:.2e}"
+        assert err_tf32 < TF32_TOL, f"TF32 on, remove_padding={rp}: {err_tf32:.2e} >= {TF32_TOL}"
+        if lens.max() > 0:
+            # TF32 inputs carry 2^-11 relative rounding; float32's 2^-24 leaves errors far below.
+            assert err_tf32 > 4 * err32, f"TF32 on looks like float32 ({err_tf32:.2e} vs {err32:.2e})"
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}-S{}-h{}x{}-L{}-{}".format(*c))
 def test_float32_matches_reference(device, case):

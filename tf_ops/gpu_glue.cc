@@ -10,6 +10,7 @@
 
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/tensor_float_32_utils.h"
 #include "tf_ops/cuda/encoder_runner.h"
 #include "xla/stream_executor/stream.h"
 #include "xla/stream_executor/stream_executor.h"
@@ -84,7 +85,10 @@ Status RunEncoderOnGpu(OpKernelContext* ctx, const EncoderDims& dims, const int3
   std::vector<LayerWeights<void, void>> raw;
   raw.reserve(layers.size());
   for (const auto& w : layers) raw.push_back(w.Erased());
-  return Convert(cuda::RunEncoder(gpu, dims, DTypeOf<T>(), seq_len, input, raw, output));
+  EncoderDims call = dims;
+  // TensorFlow's own matmuls follow this switch (on by default): so do the op's float32 GEMMs.
+  call.tf32 = std::is_same<T, float>::value && tsl::tensor_float_32_execution_enabled();
+  return Convert(cuda::RunEncoder(gpu, call, DTypeOf<T>(), seq_len, input, raw, output));
 }
 
 // ---------------------------------------------------------------- int8 kernels for the GEMMs

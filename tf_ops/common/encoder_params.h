@@ -22,6 +22,10 @@ struct EncoderDims {
   float layer_norm_eps = 1e-12f;
   float q_scaling = 1.0f;
   int int8_mode = 0;
+  // float32 on the GPU: the GEMMs may round their inputs to TF32 (TensorFlow's
+  // tf.config.experimental.enable_tensor_float_32_execution, read per call by the op). The CPU
+  // ignores it.
+  bool tf32 = false;
 };
 
 // ---------------------------------------------------------------- the per-layer weights

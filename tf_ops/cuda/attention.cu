@@ -169,8 +169,9 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
   const T* q = static_cast<const T*>(p.q) + start * ld + h * D;
   const T* k = static_cast<const T*>(p.k) + start * ld + h * D;
   const T* v = static_cast<const T*>(p.v) + start * ld + h * D;
-  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * ld + h * D);
-  if (p.cu_seqlens == nullptr) out.Zero(ld, max(m0, len), min(m0 + kTcRows, p.padded_seq_len), D);
+  const int64_t out_ld = p.out_ld != 0 ? p.out_ld : ld;
+  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * out_ld + h * D);
+  if (p.cu_seqlens == nullptr) out.Zero(out_ld, max(m0, len), min(m0 + kTcRows, p.padded_seq_len), D);
   if (m0 >= len) return;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
@@ -356,7 +357,7 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const At
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
       if (row < len) {
-        out.StoreTwo(int64_t{row} * ld + col, o[dt][2 * r] * inv[r] + b0, o[dt][2 * r + 1] * inv[r] + b1);
+        out.StoreTwo(int64_t{row} * out_ld + col, o[dt][2 * r] * inv[r] + b0, o[dt][2 * r + 1] * inv[r] + b1);
       }
     }
   }
@@ -387,8 +388,9 @@ __global__ void __launch_bounds__(kSimtThreads) SimtAttentionKernel(const Attent
   const T* q = static_cast<const T*>(p.q) + start * ld + int64_t{h} * D;
   const T* k = static_cast<const T*>(p.k) + start * ld + int64_t{h} * D;
   const T* v = static_cast<const T*>(p.v) + start * ld + int64_t{h} * D;
-  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * ld + int64_t{h} * D);
-  if (p.cu_seqlens == nullptr) out.Zero(ld, max(m0, len), min(m0 + kSimtRows, p.padded_seq_len), D);
+  const int64_t out_ld = p.out_ld != 0 ? p.out_ld : ld;
+  const HeadOutput<T> out = MakeHeadOutput<T>(p, start * out_ld + int64_t{h} * D);
+  if (p.cu_seqlens == nullptr) out.Zero(out_ld, max(m0, len), min(m0 + kSimtRows, p.padded_seq_len), D);
   if (m0 >= len) return;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const float scale_log2 = p.scale * kLog2e;
@@ -452,7 +454,7 @@ __global__ void __launch_bounds__(kSimtThreads) SimtAttentionKernel(const Attent
 #pragma unroll
     for (int i = 0; i < kSimtMaxPerLane; ++i) {
       const int c = lane + 32 * i;
-      if (c < D) out.Store(int64_t{row} * ld + c, o[r][i] * inv + BiasAt<T>(p.v_bias, int64_t{h} * D + c));
+      if (c < D) out.Store(int64_t{row} * out_ld + c, o[r][i] * inv + BiasAt<T>(p.v_bias, int64_t{h} * D + c));
     }
   }
 }

@@ -9,6 +9,11 @@
 //   acc = x1_8 . Wi;  inter8 = int8(gelu(dequant(acc) + bias))
 //   acc = inter8 . Wout;  x = LN(dequant(acc) + bias + x1), x8 = int8(x)  | residual: x1_8
 // (mode 2's dequant of the last three GEMMs includes the per-channel requantization).
+// Mode 1 with float16 activations dequantizes in the GEMMs' epilogues instead (Int8GemmF16: float16
+// out, per-channel scale + bias): Q/K/V come out side by side for the attention (row stride 3H),
+// and the LayerNorms and the GELU read float16. Measured faster than int32 out + a separate pass
+// (benchmarks/NOTES.md); the price is one float16 rounding of each GEMM result before LayerNorm and
+// GELU, which the CPU keeps in float32.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -64,19 +69,24 @@ Status EnqueueInt8(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTim
   };
   int sm_count = 0;
   FB_CUDA("cudaDeviceGetAttribute", cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, ctx->device()));
-  auto gemm = [&](const int8_t* a, const void* w, int64_t n, int64_t k) {
+  const bool f16 = !m2 && dtype == DType::kFloat16;
+  // Into buf.acc (int32, or float16 with alpha: scale + bias in the epilogue), or `out`.
+  auto gemm = [&](const int8_t* a, const void* w, int64_t n, int64_t k, const float* alpha = nullptr,
+                  const void* bias = nullptr, void* out = nullptr) {
     Int8GemmArgs g;
     g.m = rows;
     g.n = n;
     g.k = k;
     g.a = a;
     g.b = static_cast<const int8_t*>(w);
-    g.c = buf.acc;
+    g.c = out != nullptr ? out : buf.acc;
     g.workspace = buf.gemm_ws;
     g.workspace_bytes = kInt8GemmWorkspaceBytes;
     g.device = ctx->device();
     g.sm_count = sm_count;
-    return Int8Gemm(g, stream);
+    g.alpha = alpha;
+    g.bias = bias;
+    return alpha != nullptr ? Int8GemmF16(g, stream) : Int8Gemm(g, stream);
   };
   // Weight scales: per output channel in mode 1, one per kernel in mode 2.
   auto dequant = [&](int64_t w_offset, int cols, int64_t requant_offset, const float* sc) {
@@ -105,20 +115,41 @@ Status EnqueueInt8(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTim
     const DeviceAddress layer_in = first ? first_in : x;
 
     // Q, K, V: one GEMM over the stacked [3H, H] kernel (the weight scales of q, k, v are adjacent).
-    FB_CUDA("Int8Gemm(qkv)", gemm(buf.x8, w.q_kernel, 3 * H, H));
-    mark("qkv_gemm");
     const void* biases[3] = {w.q_bias, w.k_bias, w.v_bias};
-    Int8Dequant qkv_q = dequant(layout.q, H, -1, sc);
-    FB_CUDA("DequantQkv", DequantQkv(dtype, buf.acc, rows, H, sc + kQkvInput, qkv_q, biases, m2 ? sc + kQ : nullptr,
-                                     buf.qkv, stream));
-    mark("qkv_dequant");
+    const float* alpha_qkv = buf.alpha;
+    const float* alpha_ao = alpha_qkv + 3 * H;
+    const float* alpha_i = alpha_ao + H;
+    const float* alpha_o = alpha_i + I;
+    if (f16) {
+      Mode1Vectors v;
+      const int64_t w_off[4] = {layout.q, layout.attention_output, layout.intermediate, layout.output};
+      const int a_idx[4] = {kQkvInput, kAttentionOutputInput, kIntermediateInput, kOutputInput};
+      for (int j = 0; j < 4; ++j) {
+        v.scale_a[j] = sc + a_idx[j];
+        v.scale_w[j] = sc + w_off[j];
+      }
+      for (int j = 0; j < 3; ++j) v.bias[j] = biases[j];
+      v.alpha = buf.alpha;
+      v.bias_qkv = buf.bias_qkv;
+      FB_CUDA("ComputeMode1Vectors", ComputeMode1Vectors(v, H, I, stream));
+      FB_CUDA("Int8GemmF16(qkv)", gemm(buf.x8, w.q_kernel, 3 * H, H, alpha_qkv, buf.bias_qkv, buf.qkv));
+      mark("qkv_gemm");
+    } else {
+      FB_CUDA("Int8Gemm(qkv)", gemm(buf.x8, w.q_kernel, 3 * H, H));
+      mark("qkv_gemm");
+      Int8Dequant qkv_q = dequant(layout.q, H, -1, sc);
+      FB_CUDA("DequantQkv", DequantQkv(dtype, buf.acc, rows, H, sc + kQkvInput, qkv_q, biases,
+                                       m2 ? sc + kQ : nullptr, buf.qkv, stream));
+      mark("qkv_dequant");
+    }
 
     AttentionParams ap;
     ap.dtype = m2 ? DType::kFloat16 : dtype;
     ap.q = qkv;
-    ap.k = qkv + plane_bytes;
-    ap.v = qkv + 2 * plane_bytes;
-    ap.ld = H;
+    ap.k = f16 ? qkv + 2 * H : qkv + plane_bytes;  // f16: [rows][Q | K | V] float16
+    ap.v = f16 ? qkv + 4 * H : qkv + 2 * plane_bytes;
+    ap.ld = f16 ? 3 * H : H;
+    ap.out_ld = H;
     ap.q_bias = nullptr;  // added by DequantQkv
     ap.v_bias = nullptr;
     ap.out = nullptr;
@@ -136,10 +167,16 @@ Status EnqueueInt8(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTim
     FB_CUDA("Attention", Attention(ap, stream));
     mark("attention");
 
-    FB_CUDA("Int8Gemm(attention output)", gemm(buf.ctx8, w.attn_out_kernel, H, H));
+    FB_CUDA("Int8Gemm(attention output)",
+            f16 ? gemm(buf.ctx8, w.attn_out_kernel, H, H, alpha_ao, w.attn_out_bias)
+                : gemm(buf.ctx8, w.attn_out_kernel, H, H));
     mark("attn_out_gemm");
     Int8LayerNormParams ln;
-    ln.acc = buf.acc;
+    if (f16) {
+      ln.x = buf.acc;  // float16 [rows, H]
+    } else {
+      ln.acc = buf.acc;
+    }
     ln.rows = rows;
     ln.cols = H;
     ln.scale_a = sc + kAttentionOutputInput;
@@ -160,15 +197,22 @@ Status EnqueueInt8(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTim
     FB_CUDA("DequantLayerNorm", DequantLayerNorm(dtype, ln, stream));
     mark("layernorm");
 
-    FB_CUDA("Int8Gemm(intermediate)", gemm(buf.x1_8, w.inter_kernel, I, H));
-    mark("inter_gemm");
-    FB_CUDA("DequantActQuant",
-            DequantActQuant(dtype, buf.acc, rows, I, sc + kIntermediateInput,
-                            dequant(layout.intermediate, I, layout.intermediate_gemm, sc), w.inter_bias, d.activation,
-                            sc + kOutputInput, buf.inter8, stream));
+    if (f16) {
+      FB_CUDA("Int8GemmF16(intermediate)", gemm(buf.x1_8, w.inter_kernel, I, H, alpha_i, w.inter_bias));
+      mark("inter_gemm");
+      FB_CUDA("ActQuant", ActQuant(dtype, buf.acc, rows, I, d.activation, sc + kOutputInput, buf.inter8, stream));
+    } else {
+      FB_CUDA("Int8Gemm(intermediate)", gemm(buf.x1_8, w.inter_kernel, I, H));
+      mark("inter_gemm");
+      FB_CUDA("DequantActQuant",
+              DequantActQuant(dtype, buf.acc, rows, I, sc + kIntermediateInput,
+                              dequant(layout.intermediate, I, layout.intermediate_gemm, sc), w.inter_bias,
+                              d.activation, sc + kOutputInput, buf.inter8, stream));
+    }
     mark("activation");
 
-    FB_CUDA("Int8Gemm(output)", gemm(buf.inter8, w.out_kernel, H, I));
+    FB_CUDA("Int8Gemm(output)", f16 ? gemm(buf.inter8, w.out_kernel, H, I, alpha_o, w.out_bias)
+                                    : gemm(buf.inter8, w.out_kernel, H, I));
     mark("out_gemm");
     ln.scale_a = sc + kOutputInput;
     ln.q = dequant(layout.output, H, layout.output_gemm, sc);

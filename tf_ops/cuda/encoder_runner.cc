@@ -44,6 +44,8 @@ Buffers Carve(const EncoderDims& d, int64_t rows, DType dtype, void* base) {
     b.inter8 = static_cast<int8_t*>(c.Take(r * d.inter_size));
     b.acc = static_cast<int32_t*>(c.Take(sizeof(int32_t) * r * std::max(3 * d.hidden, d.inter_size)));
     b.gemm_ws = c.Take(kInt8GemmWorkspaceBytes);
+    b.alpha = static_cast<float*>(c.Take(sizeof(float) * (5 * d.hidden + d.inter_size)));
+    b.bias_qkv = c.Take(2 * 3 * d.hidden);
   }
   b.total_bytes = c.used();
   return b;
@@ -78,7 +80,7 @@ Status Enqueue(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTimer* 
   const float scale = 1.0f / (std::sqrt(static_cast<float>(d.size_per_head)) * d.q_scaling);
   auto gemm = [&](const void* a, const void* w, void* out, int64_t n, int64_t k, Epilogue ep, const void* bias,
                   bool* supported) {
-    return ctx->gemms()->Run(dtype, rows, n, k, a, w, out, ep, bias, buf.lt_ws, kLtWorkspaceBytes, stream,
+    return ctx->gemms()->Run(dtype, d.tf32, rows, n, k, a, w, out, ep, bias, buf.lt_ws, kLtWorkspaceBytes, stream,
                              supported);
   };
   bool supported = true;
@@ -93,7 +95,7 @@ Status Enqueue(GpuContext* ctx, const Call& c, cudaStream_t stream, StageTimer* 
     FB_BLAS("cublasGemmBatchedEx(qkv)",
             cublasGemmBatchedEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, H, static_cast<int>(rows), H, &one, dev_ptrs, t, H,
                                 dev_ptrs + 3, t, H, &zero, const_cast<void**>(dev_ptrs + 6), t, H, 3,
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                ComputeType(dtype, d.tf32), CUBLAS_GEMM_DEFAULT));
     mark("qkv_gemm");
     AttentionParams ap;
     ap.dtype = dtype;
@@ -306,8 +308,9 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& dims, DType dtype, const i
     FB_CUDA("cudaEventRecord", cudaEventRecord(start, stream));
     const Status st = Enqueue(ctx, c, stream, &stages);
     char key[160];
-    std::snprintf(key, sizeof(key), "B=%d S=%d H=%d L=%d dtype=%d int8_mode=%d rows=%lld rp=%d", B, S, H, d.num_layer,
-                  static_cast<int>(dtype), d.int8_mode, static_cast<long long>(c.rows), d.remove_padding ? 1 : 0);
+    std::snprintf(key, sizeof(key), "B=%d S=%d H=%d L=%d dtype=%d int8_mode=%d rows=%lld rp=%d tf32=%d", B, S, H,
+                  d.num_layer, static_cast<int>(dtype), d.int8_mode, static_cast<long long>(c.rows), d.remove_padding ? 1 : 0,
+                  d.tf32 ? 1 : 0);
     if (st.ok()) stages.Finish(stream, start, key);
     cudaEventDestroy(start);
     return st;
@@ -317,7 +320,7 @@ Status RunEncoder(GpuContext* ctx, const EncoderDims& dims, DType dtype, const i
   const bool aligned = ((reinterpret_cast<uintptr_t>(input) | reinterpret_cast<uintptr_t>(output)) % 16) == 0;
   const GraphCache::Key key = {B, S, d.head_num, d.size_per_head, d.inter_size, d.num_layer, d.remove_padding,
                                static_cast<int>(d.activation), FloatBits(d.layer_norm_eps), FloatBits(d.q_scaling),
-                               static_cast<int>(dtype), c.rows, aligned, d.int8_mode};
+                               static_cast<int>(dtype), c.rows, aligned, d.int8_mode, d.tf32};
   GraphCache::Addresses addresses = {reinterpret_cast<const void*>(static_cast<uintptr_t>(generation)), base};
   for (const auto& w : layers) {
     w.ForEach([&](int, const void* p) { addresses.push_back(p); });

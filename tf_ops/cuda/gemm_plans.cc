@@ -7,11 +7,12 @@ GemmPlans::~GemmPlans() {
   for (auto& kv : plans_) Destroy(kv.second);
 }
 
-Status GemmPlans::Run(DType dtype, int64_t m, int64_t n, int64_t k, const void* a, const void* w, void* c,
+Status GemmPlans::Run(DType dtype, bool tf32, int64_t m, int64_t n, int64_t k, const void* a, const void* w, void* c,
                       Epilogue epilogue, const void* bias, void* ws, size_t ws_bytes, cudaStream_t stream,
                       bool* supported) {
   *supported = true;
-  const Key key{m, n, k, static_cast<int>(dtype), static_cast<int>(epilogue), ws_bytes};
+  tf32 = tf32 && dtype == DType::kFloat32;
+  const Key key{m, n, k, static_cast<int>(dtype) * 2 + (tf32 ? 1 : 0), static_cast<int>(epilogue), ws_bytes};
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     if (plans_.size() >= kMaxPlans) {
@@ -22,7 +23,7 @@ Status GemmPlans::Run(DType dtype, int64_t m, int64_t n, int64_t k, const void* 
       ++evicted_;
     }
     Plan plan;
-    const Status st = Create(dtype, m, n, k, epilogue, ws_bytes, &plan);
+    const Status st = Create(dtype, tf32, m, n, k, epilogue, ws_bytes, &plan);
     if (!st.ok()) {
       Destroy(plan);
       return st;
@@ -49,11 +50,12 @@ Status GemmPlans::Run(DType dtype, int64_t m, int64_t n, int64_t k, const void* 
   return Status::Ok();
 }
 
-Status GemmPlans::Create(DType dtype, int64_t m, int64_t n, int64_t k, Epilogue epilogue, size_t ws_bytes,
+Status GemmPlans::Create(DType dtype, bool tf32, int64_t m, int64_t n, int64_t k, Epilogue epilogue, size_t ws_bytes,
                          Plan* plan) {
   const cudaDataType_t t = CudaType(dtype);
-  // float32 stays float32 (no TF32): the op's float32 results must match a float32 reference.
-  FB_BLAS("cublasLtMatmulDescCreate", cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // float32 is TF32 only when the caller says so (TensorFlow's switch); otherwise full float32.
+  FB_BLAS("cublasLtMatmulDescCreate",
+          cublasLtMatmulDescCreate(&plan->desc, ComputeType(dtype, tf32), CUDA_R_32F));
   const cublasOperation_t op = CUBLAS_OP_N;
   FB_BLAS("cublasLtMatmulDescSetAttribute",
           cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op, sizeof(op)));

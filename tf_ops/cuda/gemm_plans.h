@@ -21,6 +21,11 @@ inline cudaDataType_t CudaType(DType t) {
   return t == DType::kFloat32 ? CUDA_R_32F : t == DType::kFloat16 ? CUDA_R_16F : CUDA_R_16BF;
 }
 
+// The compute type of a GEMM over dtype: float32 accumulation, float32 inputs as TF32 when tf32.
+inline cublasComputeType_t ComputeType(DType t, bool tf32) {
+  return t == DType::kFloat32 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
 enum class Epilogue { kNone = 0, kBias = 1, kGeluTanhBias = 2 };
 
 // C[m, n] = A[m, k] * W[k, n] (+ epilogue), row-major; in cuBLAS's column-major terms
@@ -38,7 +43,8 @@ class GemmPlans {
 
   // *supported = false when cuBLASLt offers no algorithm for this epilogue (the caller then runs
   // a plain GEMM and its own epilogue kernel).
-  Status Run(DType dtype, int64_t m, int64_t n, int64_t k, const void* a, const void* w, void* c,
+  // tf32: float32 GEMMs round their inputs to TF32 (ignored for 16-bit types).
+  Status Run(DType dtype, bool tf32, int64_t m, int64_t n, int64_t k, const void* a, const void* w, void* c,
              Epilogue epilogue, const void* bias, void* ws, size_t ws_bytes, cudaStream_t stream,
              bool* supported);
 
@@ -47,7 +53,7 @@ class GemmPlans {
   int64_t evicted() const { return evicted_; }
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, int, size_t>;  // m, n, k, dtype, epilogue, ws
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, int, size_t>;  // m, n, k, compute, epilogue, ws
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t w = nullptr, a = nullptr, c = nullptr;
@@ -55,7 +61,7 @@ class GemmPlans {
     bool has_algo = false;
     std::list<Key>::iterator lru;
   };
-  Status Create(DType dtype, int64_t m, int64_t n, int64_t k, Epilogue epilogue, size_t ws_bytes, Plan* plan);
+  Status Create(DType dtype, bool tf32, int64_t m, int64_t n, int64_t k, Epilogue epilogue, size_t ws_bytes, Plan* plan);
   static void Destroy(Plan& p);
 
   cublasLtHandle_t lt_;

@@ -44,7 +44,7 @@ Status GpuContext::Get(int device, cudaStream_t stream, DeviceMemory* memory, Gp
     FB_BLAS("cublasCreate", cublasCreate(&blas));
     ctx->blas_ = blas;
     FB_BLAS("cublasSetStream", cublasSetStream(blas, stream));
-    // float32 GEMMs stay float32 (no TF32), whatever the process defaults are.
+    // TF32 is chosen per GEMM (its compute type, from EncoderDims::tf32), never by the handle's mode.
     FB_BLAS("cublasSetMathMode", cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
     cublasLtHandle_t lt;
     FB_BLAS("cublasLtCreate", cublasLtCreate(&lt));

@@ -156,16 +156,21 @@ __global__ void DequantLayerNormKernel(Int8LayerNormParams p) {
     }
     return;
   }
-  const float sa = *p.scale_a;
+  const float sa = p.acc != nullptr ? *p.scale_a : 0.0f;
   const T* bias = static_cast<const T*>(p.bias);
+  const T* x = static_cast<const T*>(p.x);
   const T* residual = p.residual_int8 == nullptr ? Resolve<const T>(p.residual) + r * cols : nullptr;
   const int8_t* residual8 = p.residual_int8 != nullptr ? p.residual_int8 + r * cols : nullptr;
   const float res_scale = residual8 != nullptr ? *p.residual_scale : 0.0f;
   float sum = 0.0f;
   for (int c = threadIdx.x * 4; c < cols; c += blockDim.x * 4) {
-    float v[4], b[4], res[4];
-    Dequant4(p.acc + r * cols + c, sa, p.q, c, v);
-    Load4(bias + c, b);
+    float v[4], b[4] = {0.0f, 0.0f, 0.0f, 0.0f}, res[4];
+    if (x != nullptr) {  // the GEMM's float16 output, dequantized with its bias already
+      Load4(x + r * cols + c, v);
+    } else {
+      Dequant4(p.acc + r * cols + c, sa, p.q, c, v);
+      Load4(bias + c, b);
+    }
     if (residual != nullptr) {
       Load4(residual + c, res);
     } else {
@@ -203,6 +208,35 @@ __global__ void DequantLayerNormKernel(Int8LayerNormParams p) {
     for (int i = 0; i < 4; ++i) v[i] = row[c + i] * inv * g[i] + be[i];
     if (out != nullptr) Store4(out + c, v);
     if (out8 != nullptr) Store4Int8(out8 + c, v, inv_out);
+  }
+}
+
+// x [rows, cols] of T (the intermediate GEMM's dequantized output with its bias) -> int8 of act(x).
+template <typename T>
+__global__ void __launch_bounds__(kColThreads)
+    ActQuantKernel(const T* __restrict__ x, int cols, Activation act, const float* out_scale, int8_t* __restrict__ out) {
+  const int64_t r = blockIdx.x;
+  const int col = (blockIdx.y * kColThreads + threadIdx.x) * 4;
+  if (col >= cols) return;
+  float v[4];
+  Load4(x + r * cols + col, v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = Gelu(v[i], act);
+  Store4Int8(out + r * cols + col, v, 1.0f / *out_scale);
+}
+
+// alpha[i] = scale_a * scale_w[i] for the spans of Mode1Vectors; bias_qkv = the three biases.
+__global__ void Mode1VectorsKernel(Mode1Vectors v, int hidden, int inter) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int spans[4] = {3 * hidden, hidden, inter, hidden};
+  float* out = v.alpha;
+  for (int s = 0; s < 4; ++s) {
+    if (i < spans[s]) out[i] = __fmul_rn(*v.scale_a[s], v.scale_w[s][i]);
+    out += spans[s];
+  }
+  if (i < 3 * hidden) {
+    const int j = i / hidden;
+    static_cast<__half*>(v.bias_qkv)[i] = static_cast<const __half*>(v.bias[j])[i - j * hidden];
   }
 }
 
@@ -247,18 +281,43 @@ cudaError_t DequantQkv(DType dtype, const int32_t* acc, int64_t rows, int hidden
   });
 }
 
+// Row-wise kernels' grid: a block row per row, kColThreads threads of 4 columns each.
+static bool RowGrid(int64_t rows, int cols, dim3* grid) {
+  if (cols % 4 != 0 || rows > 0x7fffffff) return false;
+  *grid = dim3(static_cast<unsigned>(rows), CeilDiv(cols / 4, kColThreads));
+  return true;
+}
+
 cudaError_t DequantActQuant(DType dtype, const int32_t* acc, int64_t rows, int cols, const float* scale_a,
                             const Int8Dequant& q, const void* bias, Activation act, const float* out_scale,
                             int8_t* out, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  if (cols % 4 != 0 || rows > 0x7fffffff) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(rows), CeilDiv(cols / 4, kColThreads));
+  dim3 grid;
+  if (!RowGrid(rows, cols, &grid)) return cudaErrorInvalidValue;
   return DispatchDType(dtype, [&](auto t) {
     using T = decltype(t);
     DequantActQuantKernel<T><<<grid, kColThreads, 0, stream>>>(acc, cols, scale_a, q, static_cast<const T*>(bias), act,
                                                                out_scale, out);
     return cudaGetLastError();
   });
+}
+
+cudaError_t ActQuant(DType dtype, const void* x, int64_t rows, int cols, Activation act, const float* out_scale,
+                     int8_t* out, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  dim3 grid;
+  if (!RowGrid(rows, cols, &grid)) return cudaErrorInvalidValue;
+  return DispatchDType(dtype, [&](auto t) {
+    using T = decltype(t);
+    ActQuantKernel<T><<<grid, kColThreads, 0, stream>>>(static_cast<const T*>(x), cols, act, out_scale, out);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t ComputeMode1Vectors(const Mode1Vectors& v, int hidden, int inter, cudaStream_t stream) {
+  const int n = std::max(3 * hidden, inter);
+  Mode1VectorsKernel<<<CeilDiv(n, 256), 256, 0, stream>>>(v, hidden, inter);
+  return cudaGetLastError();
 }
 
 cudaError_t DequantLayerNorm(DType dtype, const Int8LayerNormParams& p, cudaStream_t stream) {

@@ -45,13 +45,31 @@ cudaError_t DequantActQuant(DType dtype, const int32_t* acc, int64_t rows, int c
                             const Int8Dequant& q, const void* bias, Activation act, const float* out_scale,
                             int8_t* out, cudaStream_t stream);
 
+// out = QuantizeInt8(act(x), 1 / *out_scale), x [rows, cols] of dtype.
+cudaError_t ActQuant(DType dtype, const void* x, int64_t rows, int cols, Activation act, const float* out_scale,
+                     int8_t* out, cudaStream_t stream);
+
+// Mode 1 with float16 activations, where the GEMMs dequantize in their epilogue (Int8GemmF16): one
+// layer's per-channel alphas scale_a * scale_w (CPU: Dequantize()'s s) of the Q/K/V [3H], attention
+// output [H], intermediate [I] and output [H] GEMMs, back to back in alpha, and the Q/K/V biases
+// stacked [3H] (float16).
+struct Mode1Vectors {
+  const float* scale_a[4];  // device scalars
+  const float* scale_w[4];  // device, per channel
+  const void* bias[3];      // q, k, v biases (float16)
+  float* alpha;             // [3H + H + I + H]
+  void* bias_qkv;           // [3H] float16
+};
+cudaError_t ComputeMode1Vectors(const Mode1Vectors& v, int hidden, int inter, cudaStream_t stream);
+
 constexpr int kInt8MaxLayerNormCols = 12288;  // the row is kept in 48 KB of shared memory
 
 // LayerNorm(dequant(acc) + bias + residual) * gamma + beta, row by row, written as dtype to `out`
 // (if set) and as int8 with *out_scale to out_int8 (if set). The residual is dtype (mode 1) or
 // int8 times *residual_scale (mode 2). zero_lens as in AddBiasResidualLayerNorm.
 struct Int8LayerNormParams {
-  const int32_t* acc = nullptr;
+  const int32_t* acc = nullptr;  // or:
+  const void* x = nullptr;       // the GEMM result already dequantized, with its bias (dtype)
   int64_t rows = 0;
   int cols = 0;
   const float* scale_a = nullptr;

@@ -74,6 +74,7 @@ struct AttentionParams {
   int head_num;
   int size_per_head;
   float scale;  // 1 / (sqrt(size_per_head) * q_scaling)
+  int64_t out_ld = 0;  // row stride of out / out_int8; 0: ld
   int8_t* out_int8 = nullptr;
   const float* out_scale = nullptr;    // device
   const float* int8_scales = nullptr;  // device: the layer's quant_scales

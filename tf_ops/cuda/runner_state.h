@@ -64,6 +64,8 @@ struct Buffers {
   int8_t* inter8 = nullptr;  // [rows, I]
   int32_t* acc = nullptr;    // [rows, max(3H, I)]
   void* gemm_ws = nullptr;   // kInt8GemmWorkspaceBytes
+  float* alpha = nullptr;    // mode 1, float16: one layer's Mode1Vectors (int8_kernels.h)
+  void* bias_qkv = nullptr;
   size_t total_bytes = 0;
 };
 

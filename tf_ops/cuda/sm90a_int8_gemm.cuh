@@ -1,8 +1,8 @@
 // The int8 GEMM of the int8 modes on Hopper: c[m, n] = sum_k a[m, k] * b[n, k], int8 x int8 ->
 // int32 (both operands K-major: the only layout int8 wgmma takes). CUTLASS 3.x CollectiveBuilder,
-// TMA loads + warp-specialized pingpong wgmma, cluster 1x1, int32 out through the plain linear
-// combination (alpha 1, no C): the dequantize/requantize/bias/activation/LayerNorm that follow are
-// the next kernel's, so every integer result is exact and the float math is the CPU path's.
+// TMA loads + warp-specialized pingpong wgmma, cluster 1x1. Two outputs: int32 through the plain
+// linear combination (alpha 1, no C), the next kernel doing the CPU path's float math exactly; or
+// float16 with the per-channel dequantize + bias fused (mode 1 with float16 activations).
 // Why these tiles: benchmarks/NOTES.md, "INT8 GEMMs on the H200" (pingpong won at every BERT shape;
 // 64x128 when 128x128 tiles fill fewer than ~1.5 waves).
 //
@@ -28,17 +28,25 @@ namespace fastbert {
 namespace cuda {
 namespace sm90a {
 
-template <class TileShape>
+// F16Out: D = half(alpha[n] * float(acc) + bias[n]) (per output channel, the dequantize + bias of
+// int8_mode 1; PerColLinCombPerColBiasEltAct with the identity), else D = acc as int32.
+template <class TileShape, bool F16Out>
 struct Int8GemmConfig {
   using Layout = cutlass::layout::RowMajor;          // A: M x K, D: M x N
   using LayoutB = cutlass::layout::ColumnMajor;      // K x N column-major = N x K row-major
-  static constexpr int kAlign8 = 16, kAlign32 = 4;   // elements per 16 bytes
+  using ElementD = cute::conditional_t<F16Out, cutlass::half_t, int32_t>;
+  using ElementCompute = cute::conditional_t<F16Out, float, int32_t>;
+  static constexpr int kAlign8 = 16, kAlignD = 128 / cutlass::sizeof_bits<ElementD>::value;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
+  using Fusion = cute::conditional_t<
+      F16Out,
+      cutlass::epilogue::fusion::PerColLinCombPerColBiasEltAct<cutlass::epilogue::thread::Identity, ElementD, float,
+                                                               cutlass::half_t, ElementD, float>,
+      cutlass::epilogue::fusion::LinearCombination<int32_t, int32_t, void, int32_t>>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, int32_t, void, Layout, kAlign32, int32_t, Layout,
-      kAlign32, cutlass::epilogue::TmaWarpSpecialized,
-      cutlass::epilogue::fusion::LinearCombination<int32_t, int32_t, void, int32_t>>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, ElementCompute, void, Layout, kAlignD, ElementD,
+      Layout, kAlignD, cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, Layout, kAlign8, int8_t, LayoutB, kAlign8,
       int32_t, TileShape, ClusterShape,
@@ -57,9 +65,9 @@ Stride Packed(int64_t rows, int64_t cols) {
   return s;
 }
 
-template <class TileShape>
-typename Int8GemmConfig<TileShape>::Gemm::Arguments Arguments(const Int8GemmArgs& g) {
-  using Cfg = Int8GemmConfig<TileShape>;
+template <class TileShape, bool F16Out>
+typename Int8GemmConfig<TileShape, F16Out>::Gemm::Arguments Arguments(const Int8GemmArgs& g) {
+  using Cfg = Int8GemmConfig<TileShape, F16Out>;
   using K = typename Cfg::Kernel;
   typename Cfg::Gemm::Arguments args;
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
@@ -68,28 +76,36 @@ typename Int8GemmConfig<TileShape>::Gemm::Arguments Arguments(const Int8GemmArgs
   args.mainloop.dA = Packed<typename K::StrideA>(g.m, g.k);
   args.mainloop.ptr_B = g.b;
   args.mainloop.dB = Packed<typename K::StrideB>(g.n, g.k);
-  args.epilogue.thread.alpha = 1;
-  args.epilogue.thread.beta = 0;
+  auto& th = args.epilogue.thread;
+  if constexpr (F16Out) {
+    th.alpha = 1.0f;
+    th.beta = 0.0f;
+    th.alpha_ptr = g.alpha;  // per output channel (dAlpha's default: a vector along N)
+    th.bias_ptr = reinterpret_cast<const cutlass::half_t*>(g.bias);
+  } else {
+    th.alpha = 1;
+    th.beta = 0;
+  }
   args.epilogue.ptr_C = nullptr;
   args.epilogue.dC = Packed<typename K::StrideC>(g.m, g.n);
-  args.epilogue.ptr_D = g.c;
+  args.epilogue.ptr_D = reinterpret_cast<typename Cfg::ElementD*>(g.c);
   args.epilogue.dD = Packed<typename K::StrideD>(g.m, g.n);
   args.hw_info.device_id = g.device;
   args.hw_info.sm_count = g.sm_count;
   return args;
 }
 
-template <class TileShape>
+template <class TileShape, bool F16Out>
 size_t WorkspaceBytes(const Int8GemmArgs& g) {
-  return Int8GemmConfig<TileShape>::Gemm::get_workspace_size(Arguments<TileShape>(g));
+  return Int8GemmConfig<TileShape, F16Out>::Gemm::get_workspace_size(Arguments<TileShape, F16Out>(g));
 }
 
 // cudaErrorInvalidValue when CUTLASS refuses the problem (shape or alignment), the launch's error
 // otherwise.
-template <class TileShape>
+template <class TileShape, bool F16Out>
 cudaError_t Run(const Int8GemmArgs& g, cudaStream_t stream) {
-  using Gemm = typename Int8GemmConfig<TileShape>::Gemm;
-  const auto args = Arguments<TileShape>(g);
+  using Gemm = typename Int8GemmConfig<TileShape, F16Out>::Gemm;
+  const auto args = Arguments<TileShape, F16Out>(g);
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   if (Gemm::get_workspace_size(args) > g.workspace_bytes) return cudaErrorInvalidValue;
@@ -107,14 +123,12 @@ cudaError_t Run(const Int8GemmArgs& g, cudaStream_t stream) {
 }  // namespace cuda
 }  // namespace fastbert
 
-// One tile shape per file: defines Int8Gemm<Name> / Int8GemmWorkspace<Name> (int8_gemm.h).
-#define FB_INT8_GEMM_TILE(NAME, M, N, K)                                                                   \
-  namespace fastbert {                                                                                     \
-  namespace cuda {                                                                                         \
-  using NAME##Shape = cute::Shape<cute::Int<M>, cute::Int<N>, cute::Int<K>>;                               \
-  cudaError_t Int8Gemm##NAME(const Int8GemmArgs& g, cudaStream_t stream) {                                 \
-    return sm90a::Run<NAME##Shape>(g, stream);                                                             \
-  }                                                                                                        \
-  size_t Int8GemmWorkspace##NAME(const Int8GemmArgs& g) { return sm90a::WorkspaceBytes<NAME##Shape>(g); } \
-  }                                                                                                        \
+// One tile shape and output per file: defines Int8Gemm<NAME> (int8_gemm.h).
+#define FB_INT8_GEMM_TILE(NAME, M, N, K, F16OUT)                                                 \
+  namespace fastbert {                                                                           \
+  namespace cuda {                                                                               \
+  cudaError_t Int8Gemm##NAME(const Int8GemmArgs& g, cudaStream_t stream) {                       \
+    return sm90a::Run<cute::Shape<cute::Int<M>, cute::Int<N>, cute::Int<K>>, F16OUT>(g, stream); \
+  }                                                                                              \
+  }                                                                                              \
   }
