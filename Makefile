@@ -101,9 +101,14 @@ test: venv
 	$(MAKE) -j2 lib
 	$(PYTHON) -m pytest -q -rs tests
 
+# CPU: float32 (TF, XLA, the op, its int8 modes) and bfloat16 (TF, the op), B=8 S=128, JSON in
+# $(BENCH_OUT); FASTBERT_CPU_ISA=avx2|avx512 caps the kernels (see README, Performance, CPU).
+BENCH_OUT ?= out/bench
 bench: venv
 	$(MAKE) -j2 lib
-	$(PYTHON) -m benchmarks.bench
+	$(PYTHON) -m benchmarks.bench --variants tf,xla,op,op_rp,op_int8_1,op_int8_1_rp,op_int8_2,op_int8_2_rp \
+	  --json $(BENCH_OUT)/cpu_float32.json
+	$(PYTHON) -m benchmarks.bench --dtype bfloat16 --variants tf,op,op_rp --json $(BENCH_OUT)/cpu_bfloat16.json
 
 clean:
 	rm -rf $(BUILD) $(PKG_LIB) $(PKG_LIB).cpuflags

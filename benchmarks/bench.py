@@ -152,7 +152,8 @@ def main(argv):
     weights = random_weights(rng, FLAGS.num_layer, hidden, FLAGS.inter_size)
     device = "/GPU:0" if gpu else "/CPU:0"
     cpu_kernel = fb.cpu_gemm_kernel() if not gpu else None
-    print(f"{device_name(FLAGS.device)}" + (f", CPU GEMM kernel: {cpu_kernel}" if cpu_kernel else ""), flush=True)
+    print(f"{device_name(FLAGS.device)}" + (f", CPU GEMM kernels: {cpu_kernel}, int8 {fb.cpu_int8_gemm_kernel()}"
+                                            if cpu_kernel else ""), flush=True)
     results, first_calls = [], []
     ops_variants = [n for n in FLAGS.variants if n.startswith("op")]
     with tf.device(device):
@@ -209,6 +210,7 @@ def write_json(results, first_calls, modes, passes, calls, sources, cpu_kernel, 
                 "loop": "passes: xla a compiled tf.while_loop, tf/op/op_rp unrolled in one tf.function; "
                         "per_call: a one-pass tf.function called back to back",
                 "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "cpu_gemm_kernel": cpu_kernel,
+                "cpu_int8_gemm_kernel": fb.cpu_int8_gemm_kernel() if not gpu else None,
                 # float32 GEMMs of TF, XLA and the op on a GPU: TF32 while this is on (TF's default)
                 "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
                 "tensorflow": tf.__version__, "build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()

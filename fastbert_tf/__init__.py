@@ -8,11 +8,11 @@
 """
 from fastbert_tf import reference
 from fastbert_tf.encoder import BertEncoder
-from fastbert_tf.ops import (cpu_gemm_kernel, fast_bert_encoder, gpu_cache_stats, load_op_library, rebuild_padding,
-                             remove_padding, row_buckets)
+from fastbert_tf.ops import (cpu_gemm_kernel, cpu_int8_gemm_kernel, fast_bert_encoder, gpu_cache_stats,
+                             load_op_library, rebuild_padding, remove_padding, row_buckets)
 
-__all__ = ["BertEncoder", "cpu_gemm_kernel", "fast_bert_encoder", "gpu_cache_stats", "load_op_library",
-           "rebuild_padding", "reference", "remove_padding", "row_buckets"]
+__all__ = ["BertEncoder", "cpu_gemm_kernel", "cpu_int8_gemm_kernel", "fast_bert_encoder", "gpu_cache_stats",
+           "load_op_library", "rebuild_padding", "reference", "remove_padding", "row_buckets"]
 __version__ = "0.1.0"
 
 # Importing the package registers the ops, so a SavedModel holding FastBertEncoder loads after

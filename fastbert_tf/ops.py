@@ -72,13 +72,30 @@ def load_op_library():
     return _module
 
 
-def cpu_gemm_kernel():
-    """The kernel the CPU encoder's GEMMs use in this process: "amx" (bf16 tiles on operands split
-    into three bf16 parts, fp32-level results), "avx512", "avx2" or "eigen". Chosen once per
-    process: the best the CPU and OS support, at most $FASTBERT_CPU_ISA (avx2, avx512 or amx)."""
+def cpu_gemm_kernel(dtype="float32"):
+    """The kernel the CPU encoder's GEMMs use in this process for `dtype`. float32 (and float16):
+    "amx" (bf16 tiles on operands split into three bf16 parts, fp32-level results), "avx512",
+    "avx2" or "eigen". bfloat16 computes in bfloat16 on AMX ("amx_bf16": one part) and, with
+    $FASTBERT_CPU_BF16_DOT=1 on AVX512-BF16 CPUs, "avx512_bf16" (vdpbf16ps: slower than the float32
+    kernel on Sapphire Rapids); elsewhere it is the float32 kernel's name (bfloat16 weights widened).
+    Chosen once per process: the best the CPU and OS support, at most $FASTBERT_CPU_ISA (avx2,
+    avx512 or amx)."""
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
     lib = _c_library()
     lib.fastbert_cpu_gemm_kernel.restype = ctypes.c_char_p
-    return lib.fastbert_cpu_gemm_kernel().decode()
+    lib.fastbert_cpu_bf16_gemm_kernel.restype = ctypes.c_char_p
+    name = lib.fastbert_cpu_bf16_gemm_kernel() if dtype == "bfloat16" else None
+    return (name or lib.fastbert_cpu_gemm_kernel()).decode()
+
+
+def cpu_int8_gemm_kernel():
+    """The kernel the CPU int8 modes' integer GEMMs use in this process: "amx_int8" (tdpbssd tiles),
+    "avx512_vnni" (vpdpbusd), "avx2" (pmaddwd) or "scalar"; all exact. Chosen once per process, the
+    best the CPU and OS support, at most $FASTBERT_CPU_ISA (avx2 caps at avx2, avx512 at VNNI)."""
+    lib = _c_library()
+    lib.fastbert_cpu_int8_gemm_kernel.restype = ctypes.c_char_p
+    return lib.fastbert_cpu_int8_gemm_kernel().decode()
 
 
 def _c_library():

@@ -15,6 +15,7 @@
 #include "tf_ops/cpu/cpu_math.h"
 #include "tf_ops/cpu/encoder_cpu.h"
 #include "tf_ops/cpu/igemm.h"
+#include "tf_ops/cpu/int8_math.h"
 
 namespace fastbert {
 namespace cpu {
@@ -25,27 +26,26 @@ using Vec = std::vector<T, Eigen::aligned_allocator<T>>;
 
 void Quantize(const Eigen::ThreadPoolDevice& d, const float* x, Index rows, Index cols, float scale, int8_t* out) {
   const float inv = 1.0f / scale;
-  ParallelRows(d, rows, cols, [&](Index r) {
-    for (Index i = r * cols; i < (r + 1) * cols; ++i) out[i] = QuantizeInt8(x[i], inv);
-  });
+  ParallelRows(d, rows, cols, [&](Index r) { QuantizeSpan(x + r * cols, cols, inv, out + r * cols); });
 }
 
 // out = acc * (scale_a * scale_w[n]) (rounded to int8 with requant[n] when given) + bias.
 template <typename T>
 void Dequantize(const Eigen::ThreadPoolDevice& d, const int32_t* acc, Index rows, Index cols, float scale_a,
                 const float* scale_w, bool per_channel, const float* requant, const T* bias, float* out) {
-  std::vector<float> inv_requant;
+  std::vector<float> scale(cols), inv_requant, bias_f;
+  for (Index n = 0; n < cols; ++n) scale[n] = scale_a * scale_w[per_channel ? n : 0];
   if (requant != nullptr) {
     inv_requant.resize(cols);
     for (Index n = 0; n < cols; ++n) inv_requant[n] = 1.0f / requant[n];
   }
+  if (bias != nullptr) {
+    bias_f.resize(cols);
+    for (Index n = 0; n < cols; ++n) bias_f[n] = static_cast<float>(bias[n]);
+  }
   ParallelRows(d, rows, cols, [&](Index r) {
-    for (Index n = 0; n < cols; ++n) {
-      const float s = scale_a * scale_w[per_channel ? n : 0];
-      float v = static_cast<float>(acc[r * cols + n]) * s;
-      if (requant != nullptr) v = static_cast<float>(QuantizeInt8(v, inv_requant[n])) * requant[n];
-      out[r * cols + n] = bias != nullptr ? v + static_cast<float>(bias[n]) : v;
-    }
+    DequantizeSpan(acc + r * cols, cols, scale.data(), requant, requant ? inv_requant.data() : nullptr,
+                   bias ? bias_f.data() : nullptr, out + r * cols);
   });
 }
 
@@ -65,7 +65,8 @@ void AttentionInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, co
   const float qk = sc[kQ] * sc[kK], pv = sc[kProbs] * sc[kV], inv_p = 1.0f / sc[kProbs];
   d.parallelFor(Index{B} * NH, Eigen::TensorOpCost(4.0 * S * D, 4.0 * S * D, 4.0 * S * S * D),
                 [&](Index first, Index last) {
-    std::vector<int32_t> scores;
+    Int8HeadProducts products;
+    std::vector<int32_t> scores, acc;
     std::vector<float> probs;
     std::vector<int8_t> pq;
     for (Index task = first; task < last; ++task) {
@@ -77,31 +78,21 @@ void AttentionInt8(const Eigen::ThreadPoolDevice& d, const EncoderDims& dims, co
         for (Index t = len; t < S; ++t) std::fill(ctx + (row0 + t) * H + col0, ctx + (row0 + t) * H + col0 + D, 0.0f);
       }
       if (len == 0) continue;
-      scores.resize(len * len);
+      products.Load(k + row0 * H + col0, v + row0 * H + col0, H, len, D);
+      scores.resize(products.len_pad());
+      acc.resize(products.d_pad());
       probs.resize(len);
       pq.resize(len);
       for (Index i = 0; i < len; ++i) {
-        const int8_t* qi = q + (row0 + i) * H + col0;
-        for (Index j = 0; j < len; ++j) {
-          const int8_t* kj = k + (row0 + j) * H + col0;
-          int32_t s = 0;
-          for (int c = 0; c < D; ++c) s += int32_t{qi[c]} * kj[c];
-          scores[i * len + j] = s;
-        }
-        float mx = -INFINITY;
-        for (Index j = 0; j < len; ++j) {
-          probs[j] = static_cast<float>(scores[i * len + j]) * qk * scale;
-          mx = std::max(mx, probs[j]);
-        }
-        float sum = 0.0f;
-        for (Index j = 0; j < len; ++j) sum += (probs[j] = std::exp(probs[j] - mx));
+        products.Scores(q + (row0 + i) * H + col0, scores.data());
+        Eigen::Map<Eigen::ArrayXf> row(probs.data(), len);
+        for (Index j = 0; j < len; ++j) probs[j] = static_cast<float>(scores[j]) * qk * scale;
+        row = (row - row.maxCoeff()).exp();  // vectorized exp, as the float attention's softmax
+        const float sum = row.sum();
         for (Index j = 0; j < len; ++j) pq[j] = QuantizeInt8(probs[j] / sum, inv_p);
+        products.Context(pq.data(), acc.data());
         float* out = ctx + (row0 + i) * H + col0;
-        for (int c = 0; c < D; ++c) {
-          int32_t s = 0;
-          for (Index j = 0; j < len; ++j) s += int32_t{pq[j]} * v[(row0 + j) * H + col0 + c];
-          out[c] = static_cast<float>(s) * pv;
-        }
+        for (int c = 0; c < D; ++c) out[c] = static_cast<float>(acc[c]) * pv;
       }
     }
   });

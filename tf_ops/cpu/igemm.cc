@@ -3,7 +3,9 @@
 #include "tf_ops/cpu/igemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "tf_ops/cpu/gemm_blocks.h"
 #include "unsupported/Eigen/CXX11/Tensor"
@@ -11,6 +13,7 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #define FASTBERT_AVX2_IGEMM 1
+#include "tf_ops/cpu/igemm_avx512.h"
 #else
 #define FASTBERT_AVX2_IGEMM 0
 #endif
@@ -84,15 +87,8 @@ void MicroKernel(int64_t pairs, const int32_t* a, const int16_t* b, int32_t* c, 
   }
 }
 
-}  // namespace
-
-void Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b,
-           int32_t* c) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    std::fill(c, c + m * n, 0);
-    return;
-  }
+void Avx2Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b,
+               int32_t* c) {
   const int64_t m_padded = (m + kMR - 1) / kMR * kMR, n_padded = (n + kNR - 1) / kNR * kNR;
   const int64_t pairs = (k + 1) / 2;
   const int64_t chunk_k = 2 * kPairsPerChunk, chunks = (k + chunk_k - 1) / chunk_k;
@@ -129,7 +125,45 @@ void Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, co
   });
 }
 
+}  // namespace
+
+IgemmKernel IgemmIsa() {
+  // Once per process: the best kernel this CPU (and OS) has, at most FASTBERT_CPU_ISA (avx2,
+  // avx512 or amx: the same cap as the float GEMMs').
+  static const IgemmKernel kernel = [] {
+    const char* env = std::getenv("FASTBERT_CPU_ISA");
+    const std::string cap = env == nullptr ? "" : env;
+    const CpuFeatures& f = GetCpuFeatures();
+    const bool amx = f.amx_tile && f.amx_int8 && f.amx_permitted && f.avx512;
+    if (cap != "avx2" && cap != "avx512" && amx) return IgemmKernel::kAmxInt8;
+    if (cap != "avx2" && f.avx512_vnni) return IgemmKernel::kAvx512Vnni;
+    return IgemmKernel::kAvx2;
+  }();
+  return kernel;
+}
+
+void Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b,
+           int32_t* c) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    std::fill(c, c + m * n, 0);
+    return;
+  }
+  switch (IgemmIsa()) {
+    case IgemmKernel::kAmxInt8:
+      igemm_detail::Igemm512<true>(d, m, n, k, a, b, c);
+      break;
+    case IgemmKernel::kAvx512Vnni:
+      igemm_detail::Igemm512<false>(d, m, n, k, a, b, c);
+      break;
+    default:
+      Avx2Igemm(d, m, n, k, a, b, c);
+  }
+}
+
 #else  // no AVX2: plain loops, still exact
+
+IgemmKernel IgemmIsa() { return IgemmKernel::kScalar; }
 
 void Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b,
            int32_t* c) {
@@ -147,6 +181,32 @@ void Igemm(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, co
 }
 
 #endif
+
+// For fastbert_tf.cpu_int8_gemm_kernel() (through ctypes).
+extern "C" __attribute__((visibility("default"))) const char* fastbert_cpu_int8_gemm_kernel() {
+  switch (IgemmIsa()) {
+    case IgemmKernel::kAmxInt8:
+      return "amx_int8";
+    case IgemmKernel::kAvx512Vnni:
+      return "avx512_vnni";
+    case IgemmKernel::kAvx2:
+      return "avx2";
+    default:
+      return "scalar";
+  }
+}
+
+// For the tests (through ctypes): C[m, n] = A[m, k] * B[k, n] on a pool of `threads` threads, the
+// kernel the op uses. Returns 0, or -1 for negative sizes.
+extern "C" __attribute__((visibility("default"))) int fastbert_cpu_igemm(int64_t m, int64_t n, int64_t k,
+                                                                       const int8_t* a, const int8_t* b, int32_t* c,
+                                                                       int threads) {
+  if (m < 0 || n < 0 || k < 0 || threads < 1) return -1;
+  Eigen::ThreadPool pool(threads);
+  Eigen::ThreadPoolDevice device(&pool, threads);
+  Igemm(device, m, n, k, a, b, c);
+  return 0;
+}
 
 }  // namespace cpu
 }  // namespace fastbert

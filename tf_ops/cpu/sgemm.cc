@@ -28,7 +28,7 @@ struct PackedWeight {
     void operator()(void* p) const { std::free(p); }
   };
   int64_t k = 0, n = 0;
-  std::unique_ptr<uint16_t[], Free> data;  // AmxKernel's layout: [n / 32][k / 32][3 parts][32 x 32]
+  std::unique_ptr<uint16_t[], Free> data;  // AmxKernelT's layout: [n / 32][k / 32][parts][32 x 32]
 };
 
 }  // namespace cpu
@@ -41,6 +41,7 @@ struct PackedWeight {
 #include "tf_ops/cpu/sgemm_amx.h"
 #include "tf_ops/cpu/sgemm_avx2.h"
 #include "tf_ops/cpu/sgemm_avx512.h"
+#include "tf_ops/cpu/sgemm_avx512bf16.h"
 #include "tf_ops/cpu/sgemm_fma.h"
 #endif
 
@@ -68,6 +69,18 @@ CpuIsa GemmIsa() {
 
 bool GemmPrepacksWeights() { return GemmIsa() == CpuIsa::kAmx; }
 
+// The vdpbf16ps kernel for the bfloat16 mode on the avx512 class, only on request
+// (FASTBERT_CPU_BF16_DOT=1): measured 1.5x slower than the float32 FMA kernel on a Sapphire Rapids
+// Xeon (931 vs 603 ms, BERT-base B=8 S=128); not yet measured on AMD Zen 4/5, whose vdpbf16ps has
+// twice the FMA rate on paper.
+bool Bf16DotKernel() {
+  static const bool on = [] {
+    const char* env = std::getenv("FASTBERT_CPU_BF16_DOT");
+    return env != nullptr && std::string(env) == "1" && GetCpuFeatures().avx512_bf16;
+  }();
+  return on && GemmIsa() == CpuIsa::kAvx512;
+}
+
 template <typename Tb>
 std::shared_ptr<const PackedWeight> PackWeight(const Eigen::ThreadPoolDevice& d, int64_t k, int64_t n, const Tb* b,
                                                int64_t ldb) {
@@ -91,6 +104,12 @@ void SgemmShared(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t
   if (isa == CpuIsa::kAmx) {
     AmxImpl(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue, packed);
   } else if (isa == CpuIsa::kAvx512) {
+    if constexpr (std::is_same<Tb, Eigen::bfloat16>::value) {
+      if (Bf16DotKernel()) {  // the bfloat16 mode on vdpbf16ps
+        Avx512Bf16Impl(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue);
+        return;
+      }
+    }
     SharedImpl<Avx512Kernel>(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue);
   } else {
     SharedImpl<Avx2Kernel>(d, m, n, k, a, lda, b, ldb, c, ldc, count, epilogue);
@@ -174,6 +193,17 @@ void SgemmSerial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 }
 
 #endif  // FASTBERT_AVX2_GEMM
+
+// For fastbert_tf.cpu_gemm_kernel(dtype="bfloat16"): the bfloat16 mode's GEMMs compute in bfloat16
+// on AMX (one part) and, on request, AVX512-BF16; elsewhere they widen the weights to the float32
+// kernel's.
+extern "C" __attribute__((visibility("default"))) const char* fastbert_cpu_bf16_gemm_kernel() {
+#if FASTBERT_AVX2_GEMM
+  if (GemmIsa() == CpuIsa::kAmx) return "amx_bf16";
+  if (Bf16DotKernel()) return "avx512_bf16";
+#endif
+  return nullptr;  // the float32 kernel's name
+}
 
 // For fastbert_tf.cpu_gemm_kernel() (through ctypes): which kernel this process's GEMMs use.
 extern "C" __attribute__((visibility("default"))) const char* fastbert_cpu_gemm_kernel() {

@@ -3,16 +3,14 @@
 // Part of sgemm.cc (included once, inside its #if FASTBERT_AVX2_GEMM); not a public header.
 #pragma once
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 
+#include "tf_ops/cpu/cpu_features.h"
 #include "tf_ops/cpu/gemm_blocks.h"
 #include "tf_ops/cpu/sgemm.h"
 
@@ -36,24 +34,24 @@ namespace sgemm_detail {
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,amx-tile,amx-bf16")
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-struct AmxKernel {
+//
+// kParts = 1 is the bfloat16 mode's kernel (weights bfloat16 already): A rounded to bfloat16 too,
+// one product per tile, float32 accumulation -- bfloat16 compute, as TensorFlow's bfloat16 matmuls.
+template <int kParts>
+struct AmxKernelT {
+  static_assert(kParts == 1 || kParts == 3, "three parts (float32-level) or one (bfloat16)");
   static constexpr int64_t kBlock = 32;     // rows and columns of a C block; depth of a k block
   static constexpr int64_t kPart = 1024;    // bf16 values in one part of one packed 32x32 block
+  static constexpr int64_t kPanel = kParts * kPart;  // one packed 32x32 block, all its parts
   static constexpr int64_t kChunk = FB_AMX_CHUNK;  // k blocks per pass over C (operands of a pass in L2)
   static constexpr int64_t kTaskN = FB_AMX_TN;
   static constexpr int64_t kTaskM = FB_AMX_TM;
 
-  struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  };
-
   static __m512 Widen(__m256i bf) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf), 16)); }
 
-  // x -> three bf16 parts (each rounded to nearest; the residues are exact in fp32).
-  static void Split(__m512 x, __m256i parts[3]) {
-    for (int p = 0; p < 3; ++p) {
+  // x -> kParts bf16 parts (each rounded to nearest; the residues are exact in fp32).
+  static void Split(__m512 x, __m256i parts[kParts]) {
+    for (int p = 0; p < kParts; ++p) {
       const __m256i bf = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x));
       parts[p] = bf;
       x = _mm512_sub_ps(x, Widen(bf));
@@ -70,18 +68,18 @@ struct AmxKernel {
 
   // Rows [0, rows) of A[., k] (row stride lda) -> for each k block: three parts of 32 rows x 32 k.
   static void PackA(const float* a, int64_t lda, int rows, int64_t k, uint16_t* out) {
-    for (int64_t kb = 0; kb * kBlock < k; ++kb, out += 3 * kPart) {
+    for (int64_t kb = 0; kb * kBlock < k; ++kb, out += kPanel) {
       const int64_t k0 = kb * kBlock;
       const __mmask16 m0 = Mask(k - k0), m1 = Mask(k - k0 - 16);
       for (int r = 0; r < kBlock; ++r) {
-        __m256i lo[3], hi[3];
+        __m256i lo[kParts], hi[kParts];
         if (r < rows) {
           Split(Load16(a + r * lda + k0, m0), lo);
           Split(Load16(a + r * lda + k0 + 16, m1), hi);
         } else {
-          for (int p = 0; p < 3; ++p) lo[p] = hi[p] = _mm256_setzero_si256();
+          for (int p = 0; p < kParts; ++p) lo[p] = hi[p] = _mm256_setzero_si256();
         }
-        for (int p = 0; p < 3; ++p) {
+        for (int p = 0; p < kParts; ++p) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(out + p * kPart + r * kBlock), lo[p]);
           _mm256_store_si256(reinterpret_cast<__m256i*>(out + p * kPart + r * kBlock + 16), hi[p]);
         }
@@ -93,16 +91,16 @@ struct AmxKernel {
   // (columns 0-15, 16-31) of 16 k pairs x 16 columns x 2 (the pair interleaved, as the tile unit reads B).
   template <typename Tb>
   static void PackB(const Tb* b, int64_t ldb, int cols, int64_t k, uint16_t* out) {
-    for (int64_t kb = 0; kb * kBlock < k; ++kb, out += 3 * kPart) {
+    for (int64_t kb = 0; kb * kBlock < k; ++kb, out += kPanel) {
       for (int half = 0; half < 2; ++half) {
         const __mmask16 m = Mask(cols - 16 * half);
         for (int pair = 0; pair < 16; ++pair) {
           const int64_t k0 = kb * kBlock + 2 * pair;
-          __m256i even[3], odd[3];
+          __m256i even[kParts], odd[kParts];
           const __m512 zero = _mm512_setzero_ps();
           Split(k0 < k ? Load16(b + k0 * ldb + 16 * half, m) : zero, even);
           Split(k0 + 1 < k ? Load16(b + (k0 + 1) * ldb + 16 * half, m) : zero, odd);
-          for (int p = 0; p < 3; ++p) {
+          for (int p = 0; p < kParts; ++p) {
             const __m512i v = _mm512_or_si512(_mm512_cvtepu16_epi32(even[p]),
                                               _mm512_slli_epi32(_mm512_cvtepu16_epi32(odd[p]), 16));
             _mm512_store_si512(out + p * kPart + half * 512 + pair * 32, v);
@@ -112,17 +110,7 @@ struct AmxKernel {
     }
   }
 
-  static void ConfigureTiles() {
-    TileConfig cfg;
-    for (int t = 0; t < 8; ++t) {
-      cfg.rows[t] = 16;
-      cfg.colsb[t] = 64;
-    }
-    // GCC does not see ldtilecfg read the struct and drops the stores above without this.
-    asm volatile("" : : "r"(&cfg) : "memory");
-    _tile_loadconfig(&cfg);
-  }
-  // Gives the tile state back, so the pool's threads do not carry it through context switches.
+  static void ConfigureTiles() { ConfigureTiles16x64(); }
   static void ReleaseTiles() { _tile_release(); }
 
 // Tiles 0-3 hold C, 4-5 A's two row halves, 6-7 B's two column halves. A load into an operand
@@ -157,7 +145,19 @@ struct AmxKernel {
       _tile_zero(2);
       _tile_zero(3);
     }
-    for (int64_t kb = 0; kb < nkb; ++kb, a += 3 * kPart, b += 3 * kPart) {
+    if constexpr (kParts == 1) {
+      for (int64_t kb = 0; kb < nkb; ++kb, a += kPanel, b += kPanel) {
+        _tile_loadd(4, a, 64);
+        _tile_loadd(6, b, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 512, 64);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    for (int64_t kb = 0; kParts == 3 && kb < nkb; ++kb, a += kPanel, b += kPanel) {
       // The six products in an order where each shares an operand with the one before:
       // h*l, h*m, h*h, l*h, m*h, m*m (14 tile loads for 24 multiplies).
       const uint16_t *ah = a, *am = a + kPart, *al = a + 2 * kPart;
@@ -174,8 +174,8 @@ struct AmxKernel {
       // K=3072 GEMM with prepacked weights, none elsewhere (L2 hints: -10%).
 #define FB_PREFETCH(step)                                                         \
   for (int line = (step) * 16; line < (step) * 16 + 16; ++line) {                 \
-    _mm_prefetch(reinterpret_cast<const char*>(a + 3 * kPart) + 64 * line, _MM_HINT_T0); \
-    _mm_prefetch(reinterpret_cast<const char*>(b + 3 * kPart) + 64 * line, _MM_HINT_T0); \
+    _mm_prefetch(reinterpret_cast<const char*>(a + kPanel) + 64 * line, _MM_HINT_T0); \
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPanel) + 64 * line, _MM_HINT_T0); \
   }
       FB_PREFETCH(0);
       FB_STEP_B(bm);
@@ -201,14 +201,21 @@ struct AmxKernel {
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
 
+// Parts per operand: bfloat16 weights mean the bfloat16 mode (one part); float32 and float16 weights
+// get float32-level products (three).
+template <typename Tb>
+constexpr int AmxParts() {
+  return std::is_same<Tb, Eigen::bfloat16>::value ? 1 : 3;
+}
+
 // The AMX GEMM: A split and packed per call, B too unless prepacked (in parallel), then 32x32 C
 // blocks, each over up to kChunk k blocks before C is stored.
 template <typename Tb>
 void AmxImpl(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
              const Tb* const* b, int64_t ldb, float* const* c, int64_t ldc, int count,
              const BlockEpilogue& epilogue, const PackedWeight* const* packed) {
-  using K = AmxKernel;
-  constexpr int64_t kB = K::kBlock, kPanel = 3 * K::kPart;  // bf16 values of one packed 32x32 block
+  using K = AmxKernelT<AmxParts<Tb>()>;
+  constexpr int64_t kB = K::kBlock, kPanel = K::kPanel;  // bf16 values of one packed 32x32 block
   const int64_t mb = (m + kB - 1) / kB, nb = (n + kB - 1) / kB, kbs = (k + kB - 1) / kB;
   uint16_t* apack = static_cast<uint16_t*>(ThreadScratch(0, sizeof(uint16_t) * mb * kbs * kPanel));
   // B of product p: its PackedWeight, or packed here into this call's buffer.
@@ -264,23 +271,18 @@ void AmxImpl(const Eigen::ThreadPoolDevice& d, int64_t m, int64_t n, int64_t k, 
   }
 }
 
-// AMX-BF16 and AVX512-BF16 on the CPU, and Linux's permission for the tile state (which it gives
-// only on request, per process).
+// AMX-BF16 and AVX512-BF16 on the CPU (the split uses its conversion), and Linux's permission for
+// the tile state (which it gives only on request, per process).
 inline bool AmxUsable() {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  const bool amx = ((edx >> 22) & 1) && ((edx >> 24) & 1);  // AMX-BF16, AMX-TILE
-  if (!amx || !__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
-  if (!((eax >> 5) & 1)) return false;  // AVX512-BF16 (the split uses its conversion)
-  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  const CpuFeatures& f = GetCpuFeatures();
+  return f.amx_tile && f.amx_bf16 && f.avx512_bf16 && f.amx_permitted;
 }
 
 template <typename Tb>
 std::shared_ptr<const PackedWeight> AmxPackWeight(const Eigen::ThreadPoolDevice& d, int64_t k, int64_t n,
                                                   const Tb* b, int64_t ldb) {
-  using K = AmxKernel;
-  constexpr int64_t kB = K::kBlock, kPanel = 3 * K::kPart;
+  using K = AmxKernelT<AmxParts<Tb>()>;
+  constexpr int64_t kB = K::kBlock, kPanel = K::kPanel;
   const int64_t nb = (n + kB - 1) / kB, kbs = (k + kB - 1) / kB;
   auto w = std::make_shared<PackedWeight>();
   w->k = k;

@@ -77,6 +77,11 @@ struct Avx512Kernel {
       a += kMR;
       b += kNR;
     }
+    Store(acc, c, ldc, accumulate, rows, cols);
+  }
+
+  // C[rows, cols] (+)= the 12x32 accumulators (also the vdpbf16ps kernel's).
+  static void Store(const __m512 (*acc)[2], float* c, int64_t ldc, bool accumulate, int rows, int cols) {
     const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
     const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
 #pragma GCC unroll 12
