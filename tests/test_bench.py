@@ -31,3 +31,40 @@ def test_bench_writes_every_variant(tmp_path):
 def test_bench_rejects_unknown_variant():
     p = bench("--variants=op,fast")
     assert p.returncode != 0 and "unknown ['fast']" in p.stderr
+
+
+def plot(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "benchmarks.plot", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_plots_from_committed_results(tmp_path):
+    """The README's PNGs come from these commands: a speedup plot of a bench JSON and a per-layer
+    breakdown of a check_runner JSON, both real PNG files."""
+    results = os.path.join(ROOT, "benchmarks", "results")
+    for kind, src in (("speedup", "h200_int8_passes.json"), ("breakdown", "h200_breakdown.json")):
+        out = tmp_path / f"{kind}.png"
+        r = plot("--kind", kind, "--json", os.path.join(results, src), "--out", str(out))
+        assert r.returncode == 0, r.stderr[-2000:]
+        with open(out, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert out.stat().st_size > 10_000
+
+
+def test_plot_bad_inputs_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    cases = [(["--kind", "speedup", "--json", str(tmp_path / "missing.json"), "--out", str(tmp_path / "a.png")],
+              2, "missing.json"),
+             (["--kind", "speedup", "--json", str(bad), "--out", str(tmp_path / "a.png")], 1, "not JSON"),
+             (["--kind", "breakdown", "--json", os.path.join(ROOT, "benchmarks", "results", "h200_int8_passes.json"),
+               "--out", str(tmp_path / "a.png")], 1, "no rows"),
+             (["--kind", "speedup", "--json", str(bad), "--out", str(bad)], 2, "--out"),
+             (["--kind", "speedup", "--json", str(bad)], 2, "--out is required")]
+    for args, code, text in cases:
+        r = plot(*args)
+        assert r.returncode == code, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (args, r.stderr)
+    assert bad.read_text() == "{not json"  # never overwritten
