@@ -2,6 +2,8 @@
 from checkpoint_tools import cli  # first: quiets TensorFlow's start-up lines (unless --verbose)
 from checkpoint_tools import ckpt_io
 
+import contextlib
+import json
 import os
 import time
 
@@ -42,10 +44,90 @@ def define_flags(task_flags):
     flags.DEFINE_bool("allow_unused_variables", False, "Load a checkpoint whose bert/ variables the config does not "
                       "all use (e.g. more layers than num_hidden_layers). Without it that is an error.")
     cli.define_verbose()
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                      "Inference over devices with tf.distribute: mirrored (the GPUs of this host, or "
+                      "--num_cpu_replicas logical CPUs), multi_worker (the hosts of TF_CONFIG). Each global batch "
+                      "is split into contiguous per-replica slices; results come back in input order.")
+    flags.DEFINE_integer("num_gpus", 0, "--strategy mirrored: GPUs to mirror over (0: all visible).")
+    flags.DEFINE_integer("num_cpu_replicas", 0, "--strategy mirrored on the CPU: split it into this many logical "
+                         "devices, one replica each (0: use GPUs).")
     flags.DEFINE_bool("warmup", True, "Before the timed evaluation, call the model (untimed) on every shape it will "
                       "see; with --remove_padding on a GPU, on every row bucket (fastbert_tf.row_buckets), as a "
                       "server warms up.")
     task_flags()
+
+
+def make_strategy():
+    """The --strategy, created before anything else touches TensorFlow's devices (a logical CPU split
+    and MultiWorkerMirroredStrategy's collective server need that); None for the default."""
+    if FLAGS.strategy == "default":
+        require(not FLAGS.num_gpus and not FLAGS.num_cpu_replicas,
+                "--num_gpus and --num_cpu_replicas need --strategy mirrored")
+        return None
+    if FLAGS.strategy == "multi_worker":
+        require(not FLAGS.num_gpus and not FLAGS.num_cpu_replicas,
+                "--strategy multi_worker takes its devices from TF_CONFIG, not --num_gpus/--num_cpu_replicas")
+        try:
+            tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
+            cluster, task = tf_config["cluster"], tf_config["task"]
+            assert task["type"] in cluster and 0 <= int(task["index"]) < len(cluster[task["type"]])
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise app.UsageError("--strategy multi_worker needs TF_CONFIG: JSON with 'cluster' (e.g. "
+                                 "{\"worker\": [\"host:port\", ...]}) and this process's 'task' "
+                                 "({\"type\": \"worker\", \"index\": i})")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    require(FLAGS.num_gpus >= 0 and FLAGS.num_cpu_replicas >= 0, "--num_gpus and --num_cpu_replicas must be >= 0")
+    if FLAGS.num_cpu_replicas:
+        require(not FLAGS.num_gpus, "--num_gpus and --num_cpu_replicas exclude each other")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(FLAGS.num_cpu_replicas)])
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(FLAGS.num_cpu_replicas)],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+    gpus = tf.config.list_physical_devices("GPU")
+    require(gpus, "--strategy mirrored: no GPU visible (--num_cpu_replicas N mirrors over the CPU)")
+    n = FLAGS.num_gpus or len(gpus)
+    require(n <= len(gpus), f"--num_gpus {n}: only {len(gpus)} GPU(s) visible")
+    return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+
+
+def strategy_scope(strategy):
+    """Where the model's variables are created: mirrored on every replica under a strategy."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def is_chief(strategy):
+    """Whether this process writes the results (multi_worker: worker 0 only; the others compute)."""
+    if strategy is None or FLAGS.strategy != "multi_worker":
+        return True
+    resolver = strategy.cluster_resolver
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                     and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def distributed(step, strategy):
+    """step(input_ids, input_mask, segment_ids) over the strategy's replicas: a global batch is cut
+    into contiguous slices, one per replica (padded with copies of its last row to a multiple of
+    the replica count, so none is empty), and the outputs are gathered back in input order (the
+    padding dropped). Every worker of multi_worker runs the same batches: each computes its
+    replicas' slices, and the gather brings the whole batch to all of them."""
+    if strategy is None:
+        return step
+    n = strategy.num_replicas_in_sync
+
+    def fn(*batch):
+        batch = [np.asarray(b) for b in batch]
+        rows = len(batch[0])
+        per = max(1, -(-rows // n))
+        batch = [np.concatenate([b, np.repeat(b[-1:], per * n - rows, axis=0)]) if per * n > rows else b
+                 for b in batch]
+        args = tuple(strategy.experimental_distribute_values_from_function(
+            lambda ctx, b=b: tf.constant(b[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per]))
+            for b in batch)
+        out = strategy.run(lambda *a: step(*a), args=args)  # a tf.function itself would get the PerReplica
+        return tf.nest.map_structure(lambda t: strategy.gather(t, axis=0)[:rows], out)
+
+    return fn
 
 
 def require(condition, message):

@@ -82,8 +82,9 @@ def f1_score(labels, preds, num_labels):
     return f1(1) if num_labels == 2 else float(np.mean([f1(c) for c in range(num_labels)]))
 
 
-def evaluate(model, data, batch_size):
-    """(predictions, probabilities, eval_loss, ms) over (ids, mask, segments, labels)."""
+def evaluate(model, data, batch_size, strategy=None):
+    """(predictions, probabilities, eval_loss, ms) over (ids, mask, segments, labels), on the
+    replicas of strategy when given (common.distributed)."""
     ids, mask, seg, labels = data
     spec = tf.TensorSpec([None, FLAGS.max_seq_length], tf.int32)
 
@@ -91,6 +92,7 @@ def evaluate(model, data, batch_size):
     def step(i, m, s):
         return tf.nn.softmax(model.logits(i, m, s))
 
+    step = common.distributed(step, strategy)
     batches = tf.data.Dataset.from_tensor_slices((ids, mask, seg)).batch(batch_size)
     calls, seconds = common.warm_up(step, len(ids), batch_size)
     if calls:
@@ -120,15 +122,18 @@ def run_train(config, processor, label_list, tokenizer):
     return path
 
 
-def build_inference_model(config, num_labels, checkpoint):
+def build_inference_model(config, num_labels, checkpoint, strategy=None):
     common.require(checkpoint, "--init_checkpoint is required for --do_eval/--do_predict without --do_train")
-    model = Classifier(config, num_labels, is_training=False)
+    with common.strategy_scope(strategy):
+        model = Classifier(config, num_labels, is_training=False)
     common.restore_inference(checkpoint, model.bert, model.variables_by_name())
     return model
 
 
 def main(argv):
     del argv
+    strategy = common.make_strategy()
+    common.require(strategy is None or not FLAGS.do_train, "--do_train runs on one device: use --strategy default")
     config = common.check_common_flags()
     common.require(FLAGS.task_name, "--task_name is required")
     common.require(FLAGS.data_dir and os.path.isdir(FLAGS.data_dir), f"--data_dir {FLAGS.data_dir} is not a directory")
@@ -148,28 +153,31 @@ def main(argv):
         checkpoint = run_train(config, processor, label_list, tokenizer)
     model = None
     if FLAGS.do_eval or FLAGS.do_predict:
-        model = build_inference_model(config, len(label_list), checkpoint)
+        model = build_inference_model(config, len(label_list), checkpoint, strategy)
     if FLAGS.do_eval:
         examples = bert_compat.read_examples(processor, "dev", FLAGS.data_dir)
         data = features(examples, label_list, tokenizer)
-        preds, _, loss, ms = evaluate(model, data, FLAGS.eval_batch_size)
+        preds, _, loss, ms = evaluate(model, data, FLAGS.eval_batch_size, strategy)
         labels = data[3]
         results = {"eval_accuracy": float(np.mean(preds == labels)) if len(labels) else 0.0,
                    "eval_f1": f1_score(labels, preds, len(label_list)), "eval_loss": loss,
                    "ms_per_example": ms / max(len(labels), 1), "examples": len(labels), "floatx": FLAGS.floatx,
                    "remove_padding": FLAGS.remove_padding, "int8_mode": FLAGS.int8_mode,
-                   "use_fast_op": FLAGS.use_fast_op}
-        common.write_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
-        np.savetxt(os.path.join(FLAGS.output_dir, "eval_predictions.txt"), preds, fmt="%d")
+                   "use_fast_op": FLAGS.use_fast_op, "strategy": FLAGS.strategy,
+                   "replicas": strategy.num_replicas_in_sync if strategy else 1}
+        if common.is_chief(strategy):
+            common.write_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
+            np.savetxt(os.path.join(FLAGS.output_dir, "eval_predictions.txt"), preds, fmt="%d")
         for k in sorted(results):
             print(f"  {k} = {results[k]}")
     if FLAGS.do_predict:
         examples = bert_compat.read_examples(processor, "test", FLAGS.data_dir)
         data = features(examples, label_list, tokenizer)
-        _, probs, _, _ = evaluate(model, data, FLAGS.predict_batch_size)
-        with open(os.path.join(FLAGS.output_dir, "test_results.tsv"), "w") as f:
-            for row in probs:
-                f.write("\t".join(str(p) for p in row) + "\n")
+        _, probs, _, _ = evaluate(model, data, FLAGS.predict_batch_size, strategy)
+        if common.is_chief(strategy):
+            with open(os.path.join(FLAGS.output_dir, "test_results.tsv"), "w") as f:
+                for row in probs:
+                    f.write("\t".join(str(p) for p in row) + "\n")
         print(f"wrote {len(probs)} predictions to {os.path.join(FLAGS.output_dir, 'test_results.tsv')}")
 
 

@@ -97,8 +97,9 @@ def arrays(feats, is_training):
     return tuple(out)
 
 
-def predict(model, examples, feats, output_dir, prefix=""):
-    """Runs the model on the features and writes Google's prediction files; returns their paths."""
+def predict(model, examples, feats, output_dir, prefix="", strategy=None):
+    """Runs the model on the features (on strategy's replicas when given) and writes Google's
+    prediction files (the chief only); returns their paths."""
     rs = squad_module()
     spec = tf.TensorSpec([None, FLAGS.max_seq_length], tf.int32)
 
@@ -106,6 +107,7 @@ def predict(model, examples, feats, output_dir, prefix=""):
     def step(i, m, s):
         return model.logits(i, m, s)
 
+    step = common.distributed(step, strategy)
     batches = tf.data.Dataset.from_tensor_slices(arrays(feats, False)).batch(FLAGS.predict_batch_size)
     calls, seconds = common.warm_up(step, len(feats), FLAGS.predict_batch_size)
     if calls:
@@ -120,6 +122,8 @@ def predict(model, examples, feats, output_dir, prefix=""):
                                     end_logits=[float(x) for x in e[:n]]))
     paths = [os.path.join(output_dir, prefix + name) for name in
              ("predictions.json", "nbest_predictions.json", "null_odds.json")]
+    if not common.is_chief(strategy):
+        return paths, ms
     rs.write_predictions(examples, feats, results, FLAGS.n_best_size, FLAGS.max_answer_length,
                          FLAGS.do_lower_case, *paths)
     return paths, ms
@@ -127,6 +131,8 @@ def predict(model, examples, feats, output_dir, prefix=""):
 
 def main(argv):
     del argv
+    strategy = common.make_strategy()
+    common.require(strategy is None or not FLAGS.do_train, "--do_train runs on one device: use --strategy default")
     config = common.check_common_flags()
     common.require(FLAGS.do_train or FLAGS.do_predict, "at least one of --do_train, --do_predict")
     common.require(not FLAGS.do_train or FLAGS.train_file, "--do_train needs --train_file")
@@ -155,9 +161,10 @@ def main(argv):
     if FLAGS.do_predict:
         common.require(checkpoint, "--init_checkpoint is required for --do_predict without --do_train")
         examples, feats = read_features(FLAGS.predict_file, tokenizer, False)  # bad data fails before the model
-        model = QAModel(config, is_training=False)
+        with common.strategy_scope(strategy):
+            model = QAModel(config, is_training=False)
         common.restore_inference(checkpoint, model.bert, model.variables_by_name())
-        paths, ms = predict(model, examples, feats, FLAGS.output_dir)
+        paths, ms = predict(model, examples, feats, FLAGS.output_dir, strategy=strategy)
         print(f"{len(examples)} questions, {len(feats)} features, {ms / max(len(feats), 1):.2f} ms/feature; "
               f"wrote {paths[0]} and {paths[1]}")
 

@@ -68,3 +68,25 @@ def test_plot_bad_inputs_are_one_line(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (args, r.stderr)
     assert bad.read_text() == "{not json"  # never overwritten
+
+
+def test_throughput_over_replicas(tmp_path):
+    """benchmarks.throughput on two logical CPUs: a row per sequence length and replica count with
+    sequences/s for padded and remove_padding, and the scaling efficiency against one replica."""
+    out = tmp_path / "tp.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--device=cpu", "--replicas=1,2", "--batch=3",
+                        "--seq_lens=24", "--num_layer=1", "--head_num=2", "--size_per_head=32", "--inter_size=128",
+                        "--dtype=float32", "--requests=4", "--repeats=2", f"--json={out}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.load(open(out))
+    assert [(row["seq_len"], row["replicas"]) for row in data["results"]] == [(24, 1), (24, 2)]
+    for row in data["results"]:
+        for name in ("op", "op_rp"):
+            assert row[name + "_seq_per_s"] > 0 and len(row[name + "_all"]) == 2
+        assert 1 <= row["avg_len"] <= 24
+    assert data["results"][0]["op_efficiency"] == 1.0
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--device=cpu", "--replicas=0"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

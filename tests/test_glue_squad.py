@@ -37,8 +37,12 @@ def results(out):
     return res
 
 
+MODEL_DIR = []  # the converted model of this module's runs (set by mrpc_runs)
+
+
 @pytest.fixture(scope="module")
 def mrpc_runs(converted_minilm, tmp_path_factory):
+    MODEL_DIR[:] = [converted_minilm]
     runs = {}
     for name, extra in {"tf": ["--use_fast_op=false"], "op": [], "op_fp16": ["--floatx=float16"],
                         "op_rp": ["--remove_padding"], "op_fp16_rp": ["--floatx=float16", "--remove_padding"]}.items():
@@ -97,6 +101,73 @@ def test_classifier_errors(converted_minilm, tmp_path):
     assert proc.returncode != 0 and "expected one of" in proc.stderr
 
 
+def test_mrpc_mirrored_over_two_cpu_replicas_is_identical(mrpc_runs, tmp_path):
+    """--strategy mirrored on two logical CPUs: each global batch cut in two slices, gathered back
+    in input order: the single-device predictions and loss exactly."""
+    out = str(tmp_path / "mirrored")
+    proc = classifier(MODEL_DIR[0], out, "--do_eval", "--strategy=mirrored", "--num_cpu_replicas=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res, pred = results(out), np.loadtxt(os.path.join(out, "eval_predictions.txt"), dtype=int)
+    op_res, op_pred = mrpc_runs["op"]
+    np.testing.assert_array_equal(pred, op_pred)
+    assert abs(float(res["eval_loss"]) - float(op_res["eval_loss"])) < 1e-6
+    assert res["replicas"] == "2" and res["strategy"] == "mirrored"
+
+
+def _free_ports(n):
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_mrpc_multi_worker_two_local_workers_is_identical(mrpc_runs, tmp_path):
+    """MultiWorkerMirroredStrategy, two worker processes on this host (TF_CONFIG): the chief writes
+    the single-device predictions; the other worker writes nothing."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs, outs = [], []
+    for i in range(2):
+        out = str(tmp_path / f"worker{i}")
+        outs.append(out)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        args = ["--task_name=mrpc", f"--data_dir={MRPC}", f"--vocab_file={MODEL_DIR[0]}/vocab.txt",
+                f"--bert_config_file={MODEL_DIR[0]}/bert_config.json",
+                f"--init_checkpoint={MODEL_DIR[0]}/bert_model.ckpt", "--max_seq_length=128", "--eval_batch_size=32",
+                f"--output_dir={out}", "--do_eval", "--strategy=multi_worker"]
+        procs.append(subprocess.Popen([sys.executable, "-m", "glue_squad.run_classifier_wrap", *args], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        logs = [p.communicate(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, logs):
+        assert p.returncode == 0, err[-3000:]
+    pred = np.loadtxt(os.path.join(outs[0], "eval_predictions.txt"), dtype=int)
+    np.testing.assert_array_equal(pred, mrpc_runs["op"][1])
+    assert results(outs[0])["replicas"] == "2"
+    assert not os.path.exists(os.path.join(outs[1], "eval_predictions.txt"))
+
+
+def test_strategy_flag_errors(converted_minilm, tmp_path):
+    out = str(tmp_path / "x")
+    cases = [(["--strategy=multi_worker"], "needs TF_CONFIG"), (["--num_gpus=2"], "need --strategy mirrored"),
+             (["--strategy=mirrored"], "no GPU visible"), (["--strategy=mirrored", "--num_cpu_replicas=2", "--do_train"],
+                                                           "--do_train runs on one device"),
+             (["--strategy=mirrored", "--num_cpu_replicas=2", "--num_gpus=1"], "exclude each other")]
+    for extra, text in cases:
+        proc = classifier(converted_minilm, out, "--do_eval", *extra)
+        assert proc.returncode == 2, (extra, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (extra, proc.stderr[-2000:])
+
+
 def squad(model_dir, checkpoint, data, out, *extra):
     return run("glue_squad.run_squad_wrap", f"--predict_file={data}", f"--vocab_file={model_dir}/vocab.txt",
                f"--bert_config_file={model_dir}/bert_config.json", f"--init_checkpoint={checkpoint}",
@@ -108,7 +179,8 @@ def test_squad_tf_and_op_same_predictions(converted_minilm, tmp_path):
     data = squad_data.squad_json(str(tmp_path / "squad.json"), n=30)
     ckpt = squad_data.add_qa_head(converted_minilm, str(tmp_path / "qa" / "model.ckpt"))
     outs = {}
-    for name, extra in {"tf": ["--use_fast_op=false"], "op": [], "op_rp": ["--remove_padding"]}.items():
+    for name, extra in {"tf": ["--use_fast_op=false"], "op": [], "op_rp": ["--remove_padding"],
+                        "op_mirrored": ["--strategy=mirrored", "--num_cpu_replicas=2"]}.items():
         out = str(tmp_path / name)
         proc = squad(converted_minilm, ckpt, data, out, *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -117,6 +189,7 @@ def test_squad_tf_and_op_same_predictions(converted_minilm, tmp_path):
     assert len(outs["tf"]) == 30
     assert outs["op"] == outs["tf"]
     assert outs["op_rp"] == outs["tf"]
+    assert outs["op_mirrored"] == outs["tf"]  # two replicas, results gathered back in order
     scores = squad_evaluate_v1_1.evaluate(json.load(open(data))["data"], outs["op"])
     assert 0 <= scores["exact_match"] <= 100 and 0 <= scores["f1"] <= 100
 
