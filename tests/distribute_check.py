@@ -2,7 +2,9 @@
 TensorFlow initializes its devices): a BertEncoder built under MirroredStrategy over two logical
 devices of one physical CPU or GPU, called through strategy.run on per-replica slices of a batch
 (each replica in its own thread, as MirroredStrategy runs them), against the same encoder on one
-device. Prints the max difference; exits 1 if it is not exactly 0."""
+device: exactly what that device computes for the same slices, and (CPU: exactly; GPU: within the
+dtype's tolerance, as cuBLAS may choose another algorithm for the whole batch's row count) what
+it computes for the whole batch. Prints the differences; exits 1 on a mismatch."""
 import sys
 
 import numpy as np
@@ -30,14 +32,19 @@ lens[0], lens[-1] = seq, 0
 np_dtype = tf.as_dtype(dtype).as_numpy_dtype
 
 devices = [d.name for d in tf.config.list_logical_devices(kind)]
+half = batch // 2
 with tf.device(devices[0]):
     single = fb.BertEncoder.from_weights(w, layers, heads, dtype=dtype, remove_padding=rp)
-    ref = single(tf.constant(x.astype(np_dtype)), tf.constant(lens)).numpy().astype(np.float64)
+
+    def run(a, b):
+        return single(tf.constant(x[a:b].astype(np_dtype)), tf.constant(lens[a:b])).numpy().astype(np.float64)
+
+    ref_full = run(0, batch)
+    ref_slices = np.concatenate([run(0, half), run(half, batch)])
 
 strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 with strategy.scope():
     enc = fb.BertEncoder.from_weights(w, layers, heads, dtype=dtype, remove_padding=rp)
-half = batch // 2
 xs = strategy.experimental_distribute_values_from_function(
     lambda ctx: tf.constant(x[ctx.replica_id_in_sync_group * half:(ctx.replica_id_in_sync_group + 1) * half]
                             .astype(np_dtype)))
@@ -45,7 +52,10 @@ ls = strategy.experimental_distribute_values_from_function(
     lambda ctx: tf.constant(lens[ctx.replica_id_in_sync_group * half:(ctx.replica_id_in_sync_group + 1) * half]))
 for _ in range(3):  # repeated calls: the per-device caches (graphs, packed weights) in play
     out = strategy.gather(strategy.run(lambda a, b: enc(a, b), args=(xs, ls)), axis=0).numpy().astype(np.float64)
-    diff = float(np.abs(out - ref).max())
-    print(f"{kind} {dtype} rp={rp}: max |mirrored - single| = {diff:.3e}")
-    if diff != 0.0:
+    diff = float(np.abs(out - ref_slices).max())
+    rel_full = float(np.linalg.norm(out - ref_full) / max(np.linalg.norm(ref_full), 1e-30))
+    print(f"{kind} {dtype} rp={rp}: max |mirrored - single, same slices| = {diff:.3e}; "
+          f"relative to the whole batch on one device {rel_full:.3e}")
+    tol = 0.0 if kind == "CPU" else {"float32": 3e-3, "float16": 1e-2, "bfloat16": 3e-2}[dtype]
+    if diff != 0.0 or rel_full > tol:
         sys.exit(1)
