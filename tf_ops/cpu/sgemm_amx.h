@@ -156,8 +156,8 @@ struct AmxKernelT {
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
       }
-    }
-    for (int64_t kb = 0; kParts == 3 && kb < nkb; ++kb, a += kPanel, b += kPanel) {
+    } else {
+    for (int64_t kb = 0; kb < nkb; ++kb, a += kPanel, b += kPanel) {
       // The six products in an order where each shares an operand with the one before:
       // h*l, h*m, h*h, l*h, m*h, m*m (14 tile loads for 24 multiplies).
       const uint16_t *ah = a, *am = a + kPart, *al = a + 2 * kPart;
@@ -190,6 +190,7 @@ struct AmxKernelT {
       FB_PREFETCH(5);
 #undef FB_PREFETCH
     }
+    }  // kParts == 3
     _tile_stored(0, c, stride);
     _tile_stored(1, c + 16, stride);
     _tile_stored(2, c + 16 * ldc, stride);
